@@ -1,0 +1,13 @@
+//! Keelson's engine: runs an expanded plan. Scheduler, executors (host now, Docker later),
+//! per-job workspaces, caches, artifacts, the step cache, secret masking and the event stream.
+//!
+//! Invariant: knows nothing of HTTP or SQL; every byte of step output passes the masker before it
+//! leaves the engine (events, log files).
+
+pub mod artifacts;
+pub mod cache;
+pub mod events;
+pub mod executor;
+pub mod files;
+pub mod mask;
+pub mod workspace;

@@ -1,0 +1,145 @@
+//! The `${{ … }}` expression language: parsing, static checks and evaluation.
+//!
+//! INTERFACE (fixed; the implementation behind it is free):
+//! - [`parse`] turns the text between `${{` and `}}` (or a bare `if:` condition) into an [`Expr`].
+//! - [`check`] reports unknown functions, wrong arity and unknown context names without evaluating.
+//! - [`evaluate`] computes a [`Value`] in a [`Scope`].
+//! - [`Template`] is a string with embedded `${{ }}` parts.
+//!
+//! Offsets in errors are character offsets into the text that was parsed, so callers can turn
+//! them into file:line:column.
+
+use serde_json::Value;
+
+/// Context names an expression may refer to.
+pub const CONTEXTS: &[&str] = &["env", "matrix", "needs", "steps", "git", "keelson", "secrets"];
+
+/// A parsed expression.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expr {
+    // implementation-defined
+}
+
+/// A syntax or static-check error at a character offset of the parsed text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExprError {
+    /// Character offset into the parsed text where the problem starts.
+    pub offset: usize,
+    /// Length in characters of the offending part (at least 1 where there is text).
+    pub len: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// An error while evaluating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvalError {
+    pub offset: usize,
+    pub len: usize,
+    pub message: String,
+}
+
+/// Status of the surrounding job or run that the status functions read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Something this depends on failed (a needed job, or an earlier step of this job).
+    pub failed: bool,
+    /// The run is being cancelled.
+    pub cancelled: bool,
+}
+
+/// Reads files for `hashFiles()`; implemented by the engine (this crate does no I/O).
+pub trait FileHasher {
+    /// sha256 (hex) over the files matching the glob patterns, or "" when none match.
+    fn hash_files(&self, patterns: &[String]) -> Result<String, String>;
+}
+
+/// Everything an expression can see.
+pub struct Scope<'a> {
+    /// The contexts by name (`env`, `matrix`, `needs`, …), each usually an object.
+    pub contexts: &'a serde_json::Map<String, Value>,
+    pub status: Status,
+    /// `None` where files cannot be read (then `hashFiles()` is an evaluation error).
+    pub files: Option<&'a dyn FileHasher>,
+}
+
+/// Parses one expression.
+pub fn parse(_text: &str) -> Result<Expr, ExprError> {
+    unimplemented!("expr::parse")
+}
+
+/// Static checks: unknown functions, wrong argument counts, unknown top-level names.
+pub fn check(_expr: &Expr) -> Vec<ExprError> {
+    unimplemented!("expr::check")
+}
+
+/// Evaluates an expression.
+pub fn evaluate(_expr: &Expr, _scope: &Scope<'_>) -> Result<Value, EvalError> {
+    unimplemented!("expr::evaluate")
+}
+
+/// Truthiness as in `if:` conditions: false, 0, "", null are false; everything else true.
+pub fn truthy(_value: &Value) -> bool {
+    unimplemented!("expr::truthy")
+}
+
+/// How a value is written into a string: strings as-is, null as "", numbers and booleans plainly,
+/// arrays and objects as compact JSON.
+pub fn to_text(_value: &Value) -> String {
+    unimplemented!("expr::to_text")
+}
+
+impl Expr {
+    /// Whether the expression calls success(), failure(), always() or cancelled() anywhere.
+    /// A job or step `if:` without one is implicitly `success() && (…)`.
+    pub fn uses_status_function(&self) -> bool {
+        unimplemented!("Expr::uses_status_function")
+    }
+
+    /// Static property paths the expression reads, e.g. `needs.build.outputs.ver` →
+    /// (["needs", "build", "outputs", "ver"], offset, len). Index with a string literal counts
+    /// as a property (`needs['build']`). Stops at the first dynamic index.
+    pub fn context_paths(&self) -> Vec<(Vec<String>, usize, usize)> {
+        unimplemented!("Expr::context_paths")
+    }
+}
+
+/// One part of a [`Template`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// An expression with the character offset of its first character inside the template text
+    /// (just after `${{`) and its length.
+    Expr { expr: Expr, offset: usize, len: usize },
+}
+
+/// A string that may contain `${{ expr }}` parts.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+impl Template {
+    /// Splits `text` into literal and expression parts. `${{` inside a quoted string literal of an
+    /// expression does not end it; an unclosed `${{` is an error.
+    pub fn parse(_text: &str) -> Result<Template, ExprError> {
+        unimplemented!("Template::parse")
+    }
+
+    /// A template that is plain text.
+    pub fn literal(text: &str) -> Template {
+        Template {
+            parts: vec![Part::Text(text.to_owned())],
+        }
+    }
+
+    /// Whether there is no expression in it.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|part| matches!(part, Part::Text(_)))
+    }
+
+    /// Evaluates every expression part and concatenates with [`to_text`].
+    pub fn render(&self, _scope: &Scope<'_>) -> Result<String, EvalError> {
+        unimplemented!("Template::render")
+    }
+}

@@ -1,0 +1,19 @@
+//! Keelson pipeline files: YAML with spans → validated model → expanded plan (a DAG of jobs),
+//! the `${{ }}` expression language and diagnostics with file:line:column.
+//!
+//! Invariant: this crate is pure. It never touches the file system, the network or processes;
+//! includes are read through the [`load::SourceLoader`] trait the caller implements.
+
+pub mod diag;
+pub mod duration;
+pub mod expr;
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod source;
+pub mod validate;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use model::{Job, Pipeline, Step};
+pub use source::{SourceMap, Span};

@@ -1,0 +1,149 @@
+//! The validated pipeline model: what `.keelson.yml` means, with spans kept for later errors.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::expr::{Expr, Template};
+use crate::source::Span;
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, span: Span) -> Spanned<T> {
+        Spanned { value, span }
+    }
+}
+
+/// A string that may hold `${{ }}` expressions, with its location.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Text {
+    pub template: Template,
+    /// The raw text as written (before expression evaluation).
+    pub raw: String,
+    pub span: Span,
+    /// Whether character offsets inside `raw` map 1:1 onto columns of `span`'s line
+    /// (plain or single-line quoted scalars without escapes).
+    pub exact_columns: bool,
+}
+
+impl Text {
+    /// The span of a sub-range of the text (exact when the scalar allows it, else the whole value).
+    pub fn sub_span(&self, offset: usize, len: usize) -> Span {
+        if self.exact_columns {
+            self.span.shifted(offset as u32, len.max(1) as u32)
+        } else {
+            self.span
+        }
+    }
+}
+
+/// An `if:` condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub expr: Expr,
+    /// The expression text (without `${{ }}`), for messages.
+    pub source: String,
+    pub span: Span,
+    /// Character offset of the expression text inside the scalar, for exact error columns.
+    pub offset: usize,
+    pub exact_columns: bool,
+}
+
+/// Environment variables: name → value (templated), in file order.
+pub type EnvMap = IndexMap<String, Text>;
+
+/// A whole pipeline after loading `.keelson.yml` and its includes.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Pipeline {
+    pub name: Option<String>,
+    pub env: EnvMap,
+    /// File (relative to the project root) that secrets are read from, besides the environment.
+    pub secrets_file: Option<Spanned<String>>,
+    /// Default shell for `run` steps.
+    pub shell: Option<Spanned<String>>,
+    pub jobs: IndexMap<String, Job>,
+}
+
+/// One job as written (before matrix expansion).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: String,
+    /// Span of the job's key.
+    pub span: Span,
+    pub name: Option<Text>,
+    pub needs: Vec<Spanned<String>>,
+    pub matrix: Option<Matrix>,
+    pub env: EnvMap,
+    pub condition: Option<Condition>,
+    pub steps: Vec<Step>,
+    pub timeout: Option<Duration>,
+    /// Extra job outputs computed after the steps (name → template over `steps`).
+    pub outputs: IndexMap<String, Text>,
+    pub secrets: Vec<Spanned<String>>,
+    pub cache: Option<CacheSpec>,
+    pub artifacts: Option<ArtifactSpec>,
+    /// Reuse the recorded result when the job's inputs are unchanged.
+    pub cacheable: bool,
+    /// Default working directory and shell for the job's steps.
+    pub working_directory: Option<Text>,
+    pub shell: Option<Spanned<String>>,
+    /// A failure of this job does not fail the run (dependants still see `failure`).
+    pub continue_on_error: bool,
+}
+
+/// `matrix:` of a job.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Matrix {
+    /// Axis name → values (scalars or objects), in file order.
+    pub axes: IndexMap<String, Vec<serde_json::Value>>,
+    pub include: Vec<IndexMap<String, serde_json::Value>>,
+    pub exclude: Vec<IndexMap<String, serde_json::Value>>,
+    pub max_parallel: Option<u32>,
+    /// Cancel the other combinations when one fails (default true).
+    pub fail_fast: bool,
+    pub span: Span,
+}
+
+/// `cache:` of a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheSpec {
+    pub key: Text,
+    pub paths: Vec<Spanned<String>>,
+    pub restore_keys: Vec<Text>,
+}
+
+/// `artifacts:` of a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactSpec {
+    pub paths: Vec<Spanned<String>>,
+}
+
+/// One step of a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub id: Option<Spanned<String>>,
+    pub name: Option<Text>,
+    pub span: Span,
+    pub run: Text,
+    pub shell: Option<Spanned<String>>,
+    pub working_directory: Option<Text>,
+    pub env: EnvMap,
+    pub condition: Option<Condition>,
+    pub timeout: Option<Duration>,
+    pub continue_on_error: bool,
+    pub retry: Option<Retry>,
+    pub secrets: Vec<Spanned<String>>,
+}
+
+/// `retry:` of a step: up to `max` further attempts, `delay` apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub max: u32,
+    pub delay: Duration,
+}
