@@ -16,7 +16,7 @@ pub enum Stream {
 }
 
 /// Whether a job's `cache:` was restored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "key")]
 pub enum CacheStatus {
     /// No `cache:` on the job.

@@ -65,7 +65,10 @@ impl Diagnostic {
             let gutter = " ".repeat(number.len());
             let line = line.replace('\t', " ");
             let indent = " ".repeat(self.span.col.saturating_sub(1) as usize);
-            let available = line.chars().count().saturating_sub(self.span.col as usize - 1);
+            let available = line
+                .chars()
+                .count()
+                .saturating_sub(self.span.col as usize - 1);
             let carets = (self.span.len as usize).clamp(1, available.max(1));
             let _ = writeln!(out, " {gutter} |");
             let _ = writeln!(out, " {number} | {line}");
@@ -96,7 +99,10 @@ impl Diagnostics {
     }
 
     pub fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.severity == Severity::Error).count()
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// Sorts by file, line, column (stable for equal positions) and drops exact repeats.
@@ -126,7 +132,10 @@ impl Diagnostics {
 }
 
 /// "did you mean" for a misspelt name among `candidates`.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))

@@ -14,15 +14,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("`{text}` is not a duration (expected e.g. `30s`, `5m`, `1h30m`)"));
+            return Err(format!(
+                "`{text}` is not a duration (expected e.g. `30s`, `5m`, `1h30m`)"
+            ));
         }
         let number: f64 = rest[..digits]
             .parse()
             .map_err(|_| format!("`{text}` is not a duration (bad number)"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let seconds = match unit {
@@ -31,8 +37,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" | "min" | "mins" => number * 60.0,
             "h" | "hr" | "hrs" => number * 3600.0,
             "d" => number * 86400.0,
-            "" => return Err(format!("`{text}`: a unit is needed after {number} (ms, s, m, h, d)")),
-            other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "`{text}`: a unit is needed after {number} (ms, s, m, h, d)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                ));
+            }
         };
         total += Duration::from_secs_f64(seconds);
     }

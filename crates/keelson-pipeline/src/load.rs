@@ -1,1 +1,928 @@
-//! (in progress)
+//! Loading: YAML tree → [`Pipeline`] model, collecting every problem as a [`Diagnostic`] instead of
+//! stopping at the first. Includes are read through [`SourceLoader`] (this crate does no I/O).
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
+use crate::duration::parse_duration;
+use crate::expr::{self, Template};
+use crate::model::{
+    ArtifactSpec, CacheSpec, Condition, EnvMap, Job, Matrix, Pipeline, Retry, Spanned, Step, Text,
+};
+use crate::source::{SourceMap, Span};
+use crate::validate;
+use crate::yaml::{self, Node, NodeKind, Style};
+
+/// Reads included files. `path` is as written in `include:`, relative to the project root.
+pub trait SourceLoader {
+    /// Returns the file's text, or an error message (e.g. "no such file").
+    fn read(&self, path: &str) -> Result<String, String>;
+}
+
+/// The result of loading: the sources (for rendering diagnostics) and either a valid pipeline or
+/// the diagnostics that prevent running it. Warnings may accompany a valid pipeline.
+#[derive(Debug)]
+pub struct Loaded {
+    pub sources: SourceMap,
+    pub pipeline: Option<Pipeline>,
+    pub diagnostics: Diagnostics,
+}
+
+const PIPELINE_KEYS: &[&str] = &["name", "env", "include", "jobs", "secrets-file", "shell"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "matrix",
+    "env",
+    "if",
+    "steps",
+    "timeout",
+    "outputs",
+    "secrets",
+    "cache",
+    "artifacts",
+    "cacheable",
+    "working-directory",
+    "shell",
+    "continue-on-error",
+    "image",
+    "services",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "run",
+    "shell",
+    "working-directory",
+    "env",
+    "if",
+    "timeout",
+    "continue-on-error",
+    "retry",
+    "secrets",
+];
+const MATRIX_KEYS: &[&str] = &["include", "exclude", "max-parallel", "fail-fast"];
+const INCLUDE_DEPTH: usize = 8;
+
+/// Loads the root pipeline file `name` with text `text`, its includes, and validates the result.
+pub fn load(name: &str, text: &str, loader: &dyn SourceLoader) -> Loaded {
+    let mut loading = Loading {
+        sources: SourceMap::default(),
+        diagnostics: Diagnostics::default(),
+        included: Vec::new(),
+    };
+    let mut pipeline = Pipeline::default();
+    loading.load_file(name, text, loader, &mut pipeline, 0, true);
+    // Whole-pipeline checks run even when loading found problems: every error at once.
+    validate::validate(&pipeline, &mut loading.diagnostics);
+    if pipeline.jobs.is_empty() && !loading.diagnostics.has_errors() {
+        let span = Span {
+            file: crate::source::FileId(0),
+            line: 1,
+            col: 1,
+            len: 1,
+        };
+        loading.diagnostics.push(
+            Diagnostic::error(span, "the pipeline has no jobs")
+                .with_hint("add a `jobs:` mapping with at least one job that has `steps:`"),
+        );
+    }
+    loading.diagnostics.sort();
+    let pipeline = (!loading.diagnostics.has_errors()).then_some(pipeline);
+    Loaded {
+        sources: loading.sources,
+        pipeline,
+        diagnostics: loading.diagnostics,
+    }
+}
+
+struct Loading {
+    sources: SourceMap,
+    diagnostics: Diagnostics,
+    included: Vec<String>,
+}
+
+/// A mapping being read: each known key taken once, unknown and duplicate keys reported.
+struct MapReader<'n> {
+    entries: Vec<(&'n Node, &'n Node, bool)>,
+}
+
+impl Loading {
+    fn error(&mut self, span: Span, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::error(span, message));
+    }
+
+    fn load_file(
+        &mut self,
+        name: &str,
+        text: &str,
+        loader: &dyn SourceLoader,
+        pipeline: &mut Pipeline,
+        depth: usize,
+        is_root: bool,
+    ) {
+        let file = self.sources.add(name, text);
+        let root = match yaml::parse(text, file) {
+            Ok(root) => root,
+            Err(diagnostic) => {
+                self.diagnostics.push(diagnostic);
+                return;
+            }
+        };
+        let Some(mut map) = self.mapping(&root, "the pipeline file") else {
+            return;
+        };
+        if let Some(node) = map.take("name") {
+            if is_root {
+                pipeline.name = self.string(node);
+            } else {
+                self.error(
+                    node.span,
+                    "`name` belongs in the root pipeline file, not an included one",
+                );
+            }
+        }
+        if let Some(node) = map.take("env") {
+            let env = self.env(node);
+            for (key, value) in env {
+                // The including file wins: included files are read after the root's keys are
+                // taken, so only fill what is missing.
+                pipeline.env.entry(key).or_insert(value);
+            }
+        }
+        if let Some(node) = map.take("secrets-file") {
+            if let Some(value) = self.string(node) {
+                pipeline
+                    .secrets_file
+                    .get_or_insert(Spanned::new(value, node.span));
+            }
+        }
+        if let Some(node) = map.take("shell") {
+            if let Some(value) = self.string(node) {
+                pipeline.shell.get_or_insert(Spanned::new(value, node.span));
+            }
+        }
+        let jobs = map.take("jobs");
+        let includes = map.take("include");
+        self.finish(map, PIPELINE_KEYS, "pipeline");
+        if let Some(jobs) = jobs {
+            self.jobs(jobs, pipeline);
+        }
+        if let Some(includes) = includes {
+            for (path, span) in self.include_list(includes) {
+                if depth >= INCLUDE_DEPTH || self.included.contains(&path) {
+                    self.error(
+                        span,
+                        format!("`{path}` is included more than once or in a cycle"),
+                    );
+                    continue;
+                }
+                self.included.push(path.clone());
+                match loader.read(&path) {
+                    Ok(text) => self.load_file(&path, &text, loader, pipeline, depth + 1, false),
+                    Err(message) => {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                span,
+                                format!("cannot read include `{path}`: {message}"),
+                            )
+                            .with_hint("include paths are relative to the project root"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn include_list(&mut self, node: &Node) -> Vec<(String, Span)> {
+        let items: Vec<&Node> = match &node.kind {
+            NodeKind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut paths = Vec::new();
+        for item in items {
+            let path = match &item.kind {
+                NodeKind::Map(_) => {
+                    let Some(mut map) = self.mapping(item, "an include") else {
+                        continue;
+                    };
+                    let local = map.take("local");
+                    self.finish(map, &["local"], "include");
+                    match local {
+                        Some(local) => self.string(local),
+                        None => {
+                            self.error(item.span, "an include mapping needs `local: PATH`");
+                            None
+                        }
+                    }
+                }
+                _ => self.string(item),
+            };
+            if let Some(path) = path {
+                if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+                    self.error(item.span, format!("include `{path}` must be a path inside the project (no leading `/`, no `..`)"));
+                } else {
+                    paths.push((path, item.span));
+                }
+            }
+        }
+        paths
+    }
+
+    fn jobs(&mut self, node: &Node, pipeline: &mut Pipeline) {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.expected(node, "a mapping of job ids to jobs");
+            return;
+        };
+        for (key, value) in entries {
+            let Some(id) = self.string(key) else { continue };
+            if !is_identifier(&id) {
+                self.diagnostics.push(
+                    Diagnostic::error(key.span, format!("`{id}` is not a valid job id"))
+                        .with_hint("job ids start with a letter or `_` and contain only letters, digits, `-` and `_`"),
+                );
+                continue;
+            }
+            if let Some(first) = pipeline.jobs.get(&id) {
+                let first = self.sources.location(first.span);
+                self.diagnostics.push(
+                    Diagnostic::error(key.span, format!("duplicate job id `{id}`"))
+                        .with_hint(format!("first defined at {first}; rename one of them")),
+                );
+                continue;
+            }
+            if let Some(job) = self.job(&id, key.span, value) {
+                pipeline.jobs.insert(id, job);
+            }
+        }
+    }
+
+    fn job(&mut self, id: &str, span: Span, node: &Node) -> Option<Job> {
+        let mut map = self.mapping(node, "a job")?;
+        let name = map.take("name").and_then(|n| self.text(n));
+        let needs = map
+            .take("needs")
+            .map(|n| self.string_list(n))
+            .unwrap_or_default();
+        let matrix = map.take("matrix").and_then(|n| self.matrix(n));
+        let env = map.take("env").map(|n| self.env(n)).unwrap_or_default();
+        let condition = map.take("if").and_then(|n| self.condition(n));
+        let steps_node = map.take("steps");
+        let timeout = map.take("timeout").and_then(|n| self.duration(n));
+        let outputs = map.take("outputs").map(|n| self.env(n)).unwrap_or_default();
+        let secrets = map
+            .take("secrets")
+            .map(|n| self.secret_names(n))
+            .unwrap_or_default();
+        let cache = map.take("cache").and_then(|n| self.cache(n));
+        let artifacts = map.take("artifacts").and_then(|n| self.artifacts(n));
+        let cacheable = map
+            .take("cacheable")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        let working_directory = map.take("working-directory").and_then(|n| self.text(n));
+        let shell = map
+            .take("shell")
+            .and_then(|n| self.string(n).map(|s| Spanned::new(s, n.span)));
+        let continue_on_error = map
+            .take("continue-on-error")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        for reserved in ["image", "services"] {
+            if let Some((key, _)) = map.key_value(reserved) {
+                self.diagnostics.push(
+                    Diagnostic::error(key.span, format!("`{reserved}` needs the container executor, which this version of Keelson does not have yet"))
+                        .with_hint("remove it to run the job's steps on the host"),
+                );
+                map.take(reserved);
+            }
+        }
+        self.finish(map, JOB_KEYS, "job");
+        let steps = match steps_node {
+            Some(node) => self.steps(node),
+            None => {
+                self.diagnostics.push(
+                    Diagnostic::error(span, format!("job `{id}` has no `steps`"))
+                        .with_hint("add `steps:` with at least one `- run: …`"),
+                );
+                Vec::new()
+            }
+        };
+        Some(Job {
+            id: id.to_owned(),
+            span,
+            name,
+            needs,
+            matrix,
+            env,
+            condition,
+            steps,
+            timeout,
+            outputs,
+            secrets,
+            cache,
+            artifacts,
+            cacheable,
+            working_directory,
+            shell,
+            continue_on_error,
+        })
+    }
+
+    fn steps(&mut self, node: &Node) -> Vec<Step> {
+        let NodeKind::Seq(items) = &node.kind else {
+            self.expected(node, "a list of steps");
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.error(node.span, "`steps` is empty; a job needs at least one step");
+        }
+        items.iter().filter_map(|item| self.step(item)).collect()
+    }
+
+    fn step(&mut self, node: &Node) -> Option<Step> {
+        let mut map = self.mapping(node, "a step (a mapping with `run:`)")?;
+        let id = map.take("id").and_then(|n| {
+            let id = self.string(n)?;
+            if !is_identifier(&id) {
+                self.diagnostics.push(
+                    Diagnostic::error(n.span, format!("`{id}` is not a valid step id"))
+                        .with_hint("step ids start with a letter or `_` and contain only letters, digits, `-` and `_`"),
+                );
+                return None;
+            }
+            Some(Spanned::new(id, n.span))
+        });
+        let name = map.take("name").and_then(|n| self.text(n));
+        let run_node = map.take("run");
+        let run = run_node.and_then(|n| self.text(n));
+        let shell = map
+            .take("shell")
+            .and_then(|n| self.string(n).map(|s| Spanned::new(s, n.span)));
+        let working_directory = map.take("working-directory").and_then(|n| self.text(n));
+        let env = map.take("env").map(|n| self.env(n)).unwrap_or_default();
+        let condition = map.take("if").and_then(|n| self.condition(n));
+        let timeout = map.take("timeout").and_then(|n| self.duration(n));
+        let continue_on_error = map
+            .take("continue-on-error")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        let retry = map.take("retry").and_then(|n| self.retry(n));
+        let secrets = map
+            .take("secrets")
+            .map(|n| self.secret_names(n))
+            .unwrap_or_default();
+        if let Some((key, _)) = map.key_value("uses") {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    key.span,
+                    "built-in steps (`uses:`) are not available in this version of Keelson",
+                )
+                .with_hint("write the step as a `run:` command"),
+            );
+            map.take("uses");
+        }
+        self.finish(map, STEP_KEYS, "step");
+        let Some(run) = run else {
+            if run_node.is_some() {
+                return None; // the problem with `run` itself is already reported
+            }
+            self.diagnostics.push(
+                Diagnostic::error(node.span, "a step needs `run:` with the command to run")
+                    .with_hint("e.g. `- run: make test`"),
+            );
+            return None;
+        };
+        Some(Step {
+            id,
+            name,
+            span: node.span,
+            run,
+            shell,
+            working_directory,
+            env,
+            condition,
+            timeout,
+            continue_on_error,
+            retry,
+            secrets,
+        })
+    }
+
+    fn matrix(&mut self, node: &Node) -> Option<Matrix> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.expected(node, "a mapping of axis names to lists of values");
+            return None;
+        };
+        let mut matrix = Matrix {
+            fail_fast: true,
+            span: node.span,
+            ..Matrix::default()
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in entries {
+            let Some(name) = key.as_scalar() else {
+                self.expected(key, "an axis name");
+                continue;
+            };
+            if seen.contains(&name) {
+                self.error(key.span, format!("duplicate key `{name}`"));
+                continue;
+            }
+            seen.push(name);
+            match name {
+                "include" | "exclude" => {
+                    let NodeKind::Seq(items) = &value.kind else {
+                        self.expected(value, "a list of mappings");
+                        continue;
+                    };
+                    let mut combos = Vec::new();
+                    for item in items {
+                        match &item.kind {
+                            NodeKind::Map(pairs) => combos.push(
+                                pairs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.as_scalar().unwrap_or_default().to_owned(), v.to_json())
+                                    })
+                                    .collect::<IndexMap<_, _>>(),
+                            ),
+                            _ => self.expected(item, "a mapping of axis values"),
+                        }
+                    }
+                    if name == "include" {
+                        matrix.include = combos;
+                    } else {
+                        matrix.exclude = combos;
+                    }
+                }
+                "max-parallel" => {
+                    matrix.max_parallel = self.positive_integer(value);
+                }
+                "fail-fast" => {
+                    matrix.fail_fast = self.boolean(value).unwrap_or(true);
+                }
+                axis => {
+                    if !is_identifier(axis) {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                key.span,
+                                format!("`{axis}` is not a valid matrix axis name"),
+                            )
+                            .with_hint(format!(
+                                "axis names are identifiers; the matrix's own keys are {}",
+                                MATRIX_KEYS.join(", ")
+                            )),
+                        );
+                        continue;
+                    }
+                    match &value.kind {
+                        NodeKind::Seq(items) if !items.is_empty() => {
+                            matrix
+                                .axes
+                                .insert(axis.to_owned(), items.iter().map(Node::to_json).collect());
+                        }
+                        NodeKind::Seq(_) => {
+                            self.error(value.span, format!("matrix axis `{axis}` has no values"))
+                        }
+                        _ => {
+                            let mut diagnostic = Diagnostic::error(
+                                value.span,
+                                format!(
+                                    "matrix axis `{axis}` must be a list of values, found {}",
+                                    value.type_name()
+                                ),
+                            );
+                            if let Some(hint) = did_you_mean(axis, MATRIX_KEYS.iter().copied()) {
+                                diagnostic = diagnostic.with_hint(hint);
+                            } else {
+                                diagnostic =
+                                    diagnostic.with_hint(format!("write `{axis}: [a, b]`"));
+                            }
+                            self.diagnostics.push(diagnostic);
+                        }
+                    }
+                }
+            }
+        }
+        if matrix.axes.is_empty() && matrix.include.is_empty() {
+            self.error(node.span, "the matrix has no axes and no `include` entries");
+            return None;
+        }
+        Some(matrix)
+    }
+
+    fn cache(&mut self, node: &Node) -> Option<CacheSpec> {
+        let mut map = self.mapping(node, "a cache (`key`, `paths`, `restore-keys`)")?;
+        let key = map.take("key").and_then(|n| self.text(n));
+        let paths = map.take("paths").map(|n| self.path_list(n));
+        let restore_keys = match map.take("restore-keys") {
+            Some(node) => self.list_of(node, |this, item| this.text(item)),
+            None => Vec::new(),
+        };
+        self.finish(map, &["key", "paths", "restore-keys"], "cache");
+        match (key, paths) {
+            (Some(key), Some(paths)) if !paths.is_empty() => Some(CacheSpec {
+                key,
+                paths,
+                restore_keys,
+            }),
+            (key, _) => {
+                let missing = if key.is_none() { "`key`" } else { "`paths`" };
+                self.error(node.span, format!("the cache needs {missing}"));
+                None
+            }
+        }
+    }
+
+    fn artifacts(&mut self, node: &Node) -> Option<ArtifactSpec> {
+        let mut map = self.mapping(node, "artifacts (`paths`)")?;
+        let paths = map.take("paths").map(|n| self.path_list(n));
+        self.finish(map, &["paths"], "artifacts");
+        match paths {
+            Some(paths) if !paths.is_empty() => Some(ArtifactSpec { paths }),
+            _ => {
+                self.error(
+                    node.span,
+                    "artifacts need `paths:` (a list of files or glob patterns)",
+                );
+                None
+            }
+        }
+    }
+
+    fn retry(&mut self, node: &Node) -> Option<Retry> {
+        if let NodeKind::Scalar { .. } = &node.kind {
+            return self.positive_integer(node).map(|max| Retry {
+                max,
+                delay: Duration::ZERO,
+            });
+        }
+        let mut map = self.mapping(node, "a retry count or `{max, delay}`")?;
+        let max_node = map.take("max");
+        let max = max_node.and_then(|n| self.positive_integer(n));
+        let delay = map
+            .take("delay")
+            .and_then(|n| self.duration(n))
+            .unwrap_or(Duration::ZERO);
+        self.finish(map, &["max", "delay"], "retry");
+        match max {
+            Some(max) => Some(Retry { max, delay }),
+            None if max_node.is_some() => None,
+            None => {
+                self.error(node.span, "retry needs `max` (how many more attempts)");
+                None
+            }
+        }
+    }
+
+    fn env(&mut self, node: &Node) -> EnvMap {
+        let mut env = EnvMap::new();
+        let NodeKind::Map(entries) = &node.kind else {
+            if !node.is_null() {
+                self.expected(node, "a mapping of names to values");
+            }
+            return env;
+        };
+        for (key, value) in entries {
+            let Some(name) = self.string(key) else {
+                continue;
+            };
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                self.error(key.span, format!("`{name}` is not a valid variable name"));
+                continue;
+            }
+            if env.contains_key(&name) {
+                self.error(key.span, format!("duplicate key `{name}`"));
+                continue;
+            }
+            if let Some(text) = self.text(value) {
+                env.insert(name, text);
+            }
+        }
+        env
+    }
+
+    fn condition(&mut self, node: &Node) -> Option<Condition> {
+        let NodeKind::Scalar {
+            value,
+            style,
+            exact,
+        } = &node.kind
+        else {
+            self.expected(node, "an expression");
+            return None;
+        };
+        let quote = u32::from(*style == Style::Quoted);
+        let trimmed = value.trim();
+        let (source, offset) = match trimmed
+            .strip_prefix("${{")
+            .and_then(|rest| rest.strip_suffix("}}"))
+        {
+            Some(inner) if !inner.contains("${{") => {
+                let leading = value.len() - value.trim_start().len();
+                (inner.to_owned(), char_len(&value[..leading]) + 3)
+            }
+            _ => (value.clone(), 0),
+        };
+        let span = node.span;
+        let offset = offset + quote as usize;
+        match expr::parse(&source) {
+            Ok(expr) => Some(Condition {
+                expr,
+                source: source.trim().to_owned(),
+                span,
+                offset,
+                exact_columns: *exact,
+            }),
+            Err(error) => {
+                let at = if *exact {
+                    span.shifted((offset + error.offset) as u32, error.len.max(1) as u32)
+                } else {
+                    span
+                };
+                let mut diagnostic =
+                    Diagnostic::error(at, format!("invalid expression: {}", error.message));
+                if let Some(hint) = error.hint {
+                    diagnostic = diagnostic.with_hint(hint);
+                }
+                self.diagnostics.push(diagnostic);
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, node: &Node) -> Option<Text> {
+        let NodeKind::Scalar {
+            value,
+            style,
+            exact,
+        } = &node.kind
+        else {
+            self.expected(node, "a string");
+            return None;
+        };
+        let quote = u32::from(*style == Style::Quoted);
+        let span = node.span;
+        match Template::parse(value) {
+            Ok(template) => Some(Text {
+                template,
+                raw: value.clone(),
+                span: if *exact {
+                    span.shifted(quote, span.len.saturating_sub(2 * quote))
+                } else {
+                    span
+                },
+                exact_columns: *exact,
+            }),
+            Err(error) => {
+                let at = if *exact {
+                    span.shifted(quote + error.offset as u32, error.len.max(1) as u32)
+                } else {
+                    span
+                };
+                let mut diagnostic =
+                    Diagnostic::error(at, format!("invalid expression: {}", error.message));
+                if let Some(hint) = error.hint {
+                    diagnostic = diagnostic.with_hint(hint);
+                }
+                self.diagnostics.push(diagnostic);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node) -> Option<String> {
+        match &node.kind {
+            NodeKind::Scalar { value, .. } if !node.is_null() => Some(value.clone()),
+            _ => {
+                self.expected(node, "a string");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node) -> Option<bool> {
+        match (&node.kind, node.as_scalar()) {
+            (
+                NodeKind::Scalar {
+                    style: Style::Plain,
+                    ..
+                },
+                Some("true" | "True" | "TRUE"),
+            ) => Some(true),
+            (
+                NodeKind::Scalar {
+                    style: Style::Plain,
+                    ..
+                },
+                Some("false" | "False" | "FALSE"),
+            ) => Some(false),
+            _ => {
+                self.expected(node, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    fn positive_integer(&mut self, node: &Node) -> Option<u32> {
+        match (
+            &node.kind,
+            node.as_scalar().and_then(|s| s.parse::<u32>().ok()),
+        ) {
+            (
+                NodeKind::Scalar {
+                    style: Style::Plain,
+                    ..
+                },
+                Some(n),
+            ) if n > 0 => Some(n),
+            _ => {
+                self.expected(node, "a positive whole number");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node) -> Option<Duration> {
+        let NodeKind::Scalar { value, .. } = &node.kind else {
+            self.expected(node, "a duration such as `30s`, `10m` or `1h`");
+            return None;
+        };
+        match parse_duration(value) {
+            Ok(duration) if !duration.is_zero() => Some(duration),
+            Ok(_) => {
+                self.error(node.span, "a timeout of zero would stop the step at once");
+                None
+            }
+            Err(message) => {
+                self.diagnostics.push(
+                    Diagnostic::error(node.span, message)
+                        .with_hint("write e.g. `90s`, `10m`, `1h30m`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string or a list of strings.
+    fn string_list(&mut self, node: &Node) -> Vec<Spanned<String>> {
+        if let NodeKind::Scalar { .. } = node.kind {
+            return self
+                .string(node)
+                .map(|s| vec![Spanned::new(s, node.span)])
+                .unwrap_or_default();
+        }
+        self.list_of(node, |this, item| {
+            this.string(item).map(|s| Spanned::new(s, item.span))
+        })
+    }
+
+    fn secret_names(&mut self, node: &Node) -> Vec<Spanned<String>> {
+        let names = self.string_list(node);
+        names
+            .into_iter()
+            .filter(|name| {
+                let valid = !name.value.is_empty()
+                    && name
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.value.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            name.span,
+                            format!("`{}` is not a valid secret name", name.value),
+                        )
+                        .with_hint(
+                            "secret names are environment variable names: letters, digits and `_`",
+                        ),
+                    );
+                }
+                valid
+            })
+            .collect()
+    }
+
+    fn path_list(&mut self, node: &Node) -> Vec<Spanned<String>> {
+        let paths = self.string_list(node);
+        paths
+            .into_iter()
+            .filter(|path| {
+                let pattern = path.value.trim_start_matches('!');
+                let escapes =
+                    pattern.starts_with('/') || pattern.split('/').any(|part| part == "..");
+                if escapes {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            path.span,
+                            format!("path `{}` leaves the workspace", path.value),
+                        )
+                        .with_hint(
+                            "paths are relative to the job's workspace; no leading `/`, no `..`",
+                        ),
+                    );
+                }
+                !escapes
+            })
+            .collect()
+    }
+
+    fn list_of<T>(
+        &mut self,
+        node: &Node,
+        mut item: impl FnMut(&mut Self, &Node) -> Option<T>,
+    ) -> Vec<T> {
+        match &node.kind {
+            NodeKind::Seq(items) => items.iter().filter_map(|i| item(self, i)).collect(),
+            _ => {
+                self.expected(node, "a list");
+                Vec::new()
+            }
+        }
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<MapReader<'n>> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.expected(node, what);
+            return None;
+        };
+        let mut reader = MapReader {
+            entries: Vec::new(),
+        };
+        for (key, value) in entries {
+            let Some(name) = key.as_scalar() else {
+                self.error(key.span, "keys must be plain strings");
+                continue;
+            };
+            if reader
+                .entries
+                .iter()
+                .any(|(k, _, _)| k.as_scalar() == Some(name))
+            {
+                self.diagnostics.push(
+                    Diagnostic::error(key.span, format!("duplicate key `{name}`"))
+                        .with_hint("YAML keeps only one of them; remove or merge the other"),
+                );
+                continue;
+            }
+            reader.entries.push((key, value, false));
+        }
+        Some(reader)
+    }
+
+    /// Reports keys of `map` that were not taken.
+    fn finish(&mut self, map: MapReader<'_>, known: &[&str], what: &str) {
+        for (key, _, taken) in map.entries {
+            if taken {
+                continue;
+            }
+            let name = key.as_scalar().unwrap_or_default();
+            let hint = did_you_mean(name, known.iter().copied())
+                .unwrap_or_else(|| format!("a {what} takes: {}", known.join(", ")));
+            self.diagnostics.push(
+                Diagnostic::error(key.span, format!("unknown key `{name}` in {what}"))
+                    .with_hint(hint),
+            );
+        }
+    }
+
+    fn expected(&mut self, node: &Node, what: &str) {
+        self.error(
+            node.span,
+            format!("expected {what}, found {}", node.type_name()),
+        );
+    }
+}
+
+impl<'n> MapReader<'n> {
+    fn take(&mut self, key: &str) -> Option<&'n Node> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|(k, _, _)| k.as_scalar() == Some(key))?;
+        entry.2 = true;
+        Some(entry.1)
+    }
+
+    fn key_value(&self, key: &str) -> Option<(&'n Node, &'n Node)> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k.as_scalar() == Some(key))
+            .map(|(k, v, _)| (*k, *v))
+    }
+}
+
+fn char_len(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// Job and step ids: a letter or `_`, then letters, digits, `-`, `_`.
+pub fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

@@ -1,3 +1,26 @@
-//! The `keelson` command.
+//! The `keelson` command: argument parsing, wiring of the pipeline and engine crates, rendering,
+//! and mapping results to exit codes (0 success, 1 a job failed, 2 invalid input or usage,
+//! 130 interrupted).
 
-fn main() {}
+mod cli;
+mod commands;
+mod init;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(commands::EXIT_INVALID)
+        }
+    }
+}

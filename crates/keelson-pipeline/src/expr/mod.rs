@@ -9,15 +9,31 @@
 //! Offsets in errors are character offsets into the text that was parsed, so callers can turn
 //! them into file:line:column.
 
+use std::fmt;
+
 use serde_json::Value;
 
+mod ast;
+mod check;
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+mod template;
+mod value;
+
+pub use functions::FUNCTIONS;
+pub use parser::MAX_DEPTH;
+
 /// Context names an expression may refer to.
-pub const CONTEXTS: &[&str] = &["env", "matrix", "needs", "steps", "git", "keelson", "secrets"];
+pub const CONTEXTS: &[&str] = &[
+    "env", "matrix", "needs", "steps", "git", "keelson", "secrets",
+];
 
 /// A parsed expression.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expr {
-    // implementation-defined
+    root: ast::Node,
 }
 
 /// A syntax or static-check error at a character offset of the parsed text.
@@ -64,43 +80,44 @@ pub struct Scope<'a> {
 }
 
 /// Parses one expression.
-pub fn parse(_text: &str) -> Result<Expr, ExprError> {
-    unimplemented!("expr::parse")
+pub fn parse(text: &str) -> Result<Expr, ExprError> {
+    let chars: Vec<char> = text.chars().collect();
+    parser::parse_chars(&chars).map(|root| Expr { root })
 }
 
 /// Static checks: unknown functions, wrong argument counts, unknown top-level names.
-pub fn check(_expr: &Expr) -> Vec<ExprError> {
-    unimplemented!("expr::check")
+pub fn check(expr: &Expr) -> Vec<ExprError> {
+    check::check(&expr.root)
 }
 
 /// Evaluates an expression.
-pub fn evaluate(_expr: &Expr, _scope: &Scope<'_>) -> Result<Value, EvalError> {
-    unimplemented!("expr::evaluate")
+pub fn evaluate(expr: &Expr, scope: &Scope<'_>) -> Result<Value, EvalError> {
+    eval::eval(&expr.root, scope).map(std::borrow::Cow::into_owned)
 }
 
 /// Truthiness as in `if:` conditions: false, 0, "", null are false; everything else true.
-pub fn truthy(_value: &Value) -> bool {
-    unimplemented!("expr::truthy")
+pub fn truthy(value: &Value) -> bool {
+    value::truthy(value)
 }
 
 /// How a value is written into a string: strings as-is, null as "", numbers and booleans plainly,
 /// arrays and objects as compact JSON.
-pub fn to_text(_value: &Value) -> String {
-    unimplemented!("expr::to_text")
+pub fn to_text(value: &Value) -> String {
+    value::to_text(value)
 }
 
 impl Expr {
     /// Whether the expression calls success(), failure(), always() or cancelled() anywhere.
     /// A job or step `if:` without one is implicitly `success() && (…)`.
     pub fn uses_status_function(&self) -> bool {
-        unimplemented!("Expr::uses_status_function")
+        check::uses_status_function(&self.root)
     }
 
     /// Static property paths the expression reads, e.g. `needs.build.outputs.ver` →
     /// (["needs", "build", "outputs", "ver"], offset, len). Index with a string literal counts
     /// as a property (`needs['build']`). Stops at the first dynamic index.
     pub fn context_paths(&self) -> Vec<(Vec<String>, usize, usize)> {
-        unimplemented!("Expr::context_paths")
+        check::context_paths(&self.root)
     }
 }
 
@@ -110,7 +127,11 @@ pub enum Part {
     Text(String),
     /// An expression with the character offset of its first character inside the template text
     /// (just after `${{`) and its length.
-    Expr { expr: Expr, offset: usize, len: usize },
+    Expr {
+        expr: Expr,
+        offset: usize,
+        len: usize,
+    },
 }
 
 /// A string that may contain `${{ expr }}` parts.
@@ -122,8 +143,8 @@ pub struct Template {
 impl Template {
     /// Splits `text` into literal and expression parts. `${{` inside a quoted string literal of an
     /// expression does not end it; an unclosed `${{` is an error.
-    pub fn parse(_text: &str) -> Result<Template, ExprError> {
-        unimplemented!("Template::parse")
+    pub fn parse(text: &str) -> Result<Template, ExprError> {
+        template::parse(text).map(|parts| Template { parts })
     }
 
     /// A template that is plain text.
@@ -139,7 +160,26 @@ impl Template {
     }
 
     /// Evaluates every expression part and concatenates with [`to_text`].
-    pub fn render(&self, _scope: &Scope<'_>) -> Result<String, EvalError> {
-        unimplemented!("Template::render")
+    pub fn render(&self, scope: &Scope<'_>) -> Result<String, EvalError> {
+        template::render(&self.parts, scope)
     }
 }
+
+impl fmt::Display for ExprError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at character {})", self.message, self.offset)
+    }
+}
+
+impl std::error::Error for ExprError {}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at character {})", self.message, self.offset)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1292 @@
+//! Running one job: step cache, workspace, artifacts of needed jobs, cache restore, the steps
+//! (conditions, env, retries, timeouts, outputs), then cache save, artifact collection and cleanup.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use keelson_core::Outcome;
+use keelson_pipeline::expr::Status;
+use keelson_pipeline::model::{Pipeline, Step};
+use keelson_pipeline::source::SourceMap;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{
+    Contexts, ExpressionFailure, digest_json, job_fingerprint, parse_name_value_file,
+};
+use super::{JobDone, NeedsStatus, Shared, job_slug, root_hasher};
+use crate::artifacts::ArtifactManifest;
+use crate::cache::SaveOutcome;
+use crate::events::{CacheStatus, Event, Stream, now_ms};
+use crate::executor::{JobInfo, JobSession, OutputChunk, StepCommand, StepExit};
+use crate::files::{self, WorkspaceFileHasher};
+use crate::records::{JobRecord, StepLog, StepRecord, write_atomic};
+
+/// Default shell: bash without profiles, stopping at the first failing command or pipe stage.
+pub const DEFAULT_SHELL: &[&str] = &["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"];
+
+/// What a job receives from the jobs it needs.
+pub(crate) struct JobInputs {
+    pub needs: Value,
+    pub artifacts: Vec<ArtifactManifest>,
+}
+
+/// Renders the pipeline's `env` (entries may read `git`, `keelson` and earlier entries), then
+/// applies `--var` overrides.
+pub(crate) fn render_pipeline_env(
+    pipeline: &Pipeline,
+    sources: &SourceMap,
+    base: Map<String, Value>,
+    vars: &IndexMap<String, String>,
+) -> Result<IndexMap<String, String>, ExpressionFailure> {
+    let mut contexts = Contexts {
+        map: base,
+        sources,
+        files: None,
+        status: Status::default(),
+    };
+    let mut env = IndexMap::new();
+    for (name, text) in &pipeline.env {
+        contexts.map.insert("env".into(), json!(env));
+        let value = contexts.render(text)?;
+        env.insert(name.clone(), value);
+    }
+    for (name, value) in vars {
+        env.insert(name.clone(), value.clone());
+    }
+    Ok(env)
+}
+
+/// Whether a job whose needs are done should run (its `if:`).
+pub(crate) fn decide(
+    shared: &Shared,
+    index: usize,
+    needs: &Value,
+    needs_status: NeedsStatus,
+) -> Result<bool, ExpressionFailure> {
+    let planned = &shared.plan.jobs[index];
+    let job = &shared.pipeline.jobs[&planned.job_id];
+    let Some(condition) = &job.condition else {
+        return Ok(needs_status.all_succeeded);
+    };
+    if !condition.expr.uses_status_function() && !needs_status.all_succeeded {
+        return Ok(false);
+    }
+    let hasher = root_hasher(shared);
+    let mut map = shared.base_contexts(Some(&planned.id), None);
+    map.insert("env".into(), json!(shared.pipeline_env));
+    map.insert("matrix".into(), json!(planned.matrix));
+    map.insert("needs".into(), needs.clone());
+    map.insert(
+        "secrets".into(),
+        secrets_context(shared, job.secrets.iter().map(|s| s.value.as_str())),
+    );
+    let contexts = Contexts {
+        map,
+        sources: &shared.sources,
+        files: Some(&hasher),
+        status: needs_status.status,
+    };
+    contexts.condition(condition)
+}
+
+fn secrets_context<'a>(shared: &Shared, names: impl Iterator<Item = &'a str>) -> Value {
+    let mut map = Map::new();
+    for name in names {
+        if let Some(value) = shared.secrets.get(name) {
+            map.insert(name.to_owned(), Value::String(value.clone()));
+        }
+    }
+    Value::Object(map)
+}
+
+/// Sends a job's log lines to the event stream and the step's log file.
+struct JobOutput<'a> {
+    shared: &'a Shared,
+    job: String,
+    log_dir: PathBuf,
+    /// Lines logged outside any step (setup before the first, teardown after the last).
+    setup_log: std::sync::Mutex<StepLog>,
+}
+
+impl JobOutput<'_> {
+    fn line(&self, log: Option<&mut StepLog>, step: Option<usize>, stream: Stream, line: String) {
+        match log {
+            Some(log) => log.line(&line),
+            None => {
+                let mut setup = self
+                    .setup_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                setup.line(&line);
+                setup.flush();
+            }
+        }
+        self.shared.emit(Event::Log {
+            job: self.job.clone(),
+            step,
+            stream,
+            line,
+            at_ms: now_ms(),
+        });
+    }
+
+    fn system(&self, step: Option<(usize, &mut StepLog)>, message: &str) {
+        let line = self.shared.masker.mask_str(message);
+        match step {
+            Some((index, log)) => self.line(Some(log), Some(index), Stream::System, line),
+            None => self.line(None, None, Stream::System, line),
+        }
+    }
+}
+
+/// Runs one planned job to its end.
+pub(crate) async fn run_job(
+    shared: &Arc<Shared>,
+    index: usize,
+    inputs: JobInputs,
+    cancel: CancellationToken,
+) -> JobDone {
+    let started = Instant::now();
+    let planned = &shared.plan.jobs[index];
+    let job = &shared.pipeline.jobs[&planned.job_id];
+    let slug = job_slug(index, &planned.id);
+    let log_dir = shared.run_dir.join("logs").join(&slug);
+    let setup_log = match StepLog::create(&log_dir.join("setup.log")) {
+        Ok(log) => log,
+        Err(error) => {
+            return failed_early(
+                shared,
+                index,
+                &slug,
+                started,
+                &format!("cannot write logs: {error}"),
+            );
+        }
+    };
+    let output = JobOutput {
+        shared,
+        job: planned.id.clone(),
+        log_dir: log_dir.clone(),
+        setup_log: std::sync::Mutex::new(setup_log),
+    };
+    shared.emit(Event::JobStarted {
+        job: planned.id.clone(),
+        at_ms: now_ms(),
+    });
+
+    // The step cache: same definition, same files, same inputs → same result.
+    let step_cache_key = if job.cacheable {
+        step_cache_key(shared, index, &inputs)
+    } else {
+        None
+    };
+    if let Some(key) = &step_cache_key
+        && let Some(hit) = load_step_cache(shared, key)
+    {
+        output.system(
+            None,
+            &format!(
+                "inputs unchanged since run {} — reusing its result (step cache)",
+                hit.run_id
+            ),
+        );
+        let outputs = hit.outputs;
+        shared.emit(Event::JobFinished {
+            job: planned.id.clone(),
+            result: Outcome::Success,
+            reason: Some("reused".to_owned()),
+            duration_ms: started.elapsed().as_millis() as u64,
+            cache: CacheStatus::None,
+            reused: true,
+            outputs: mask_map(shared, &outputs),
+            at_ms: now_ms(),
+        });
+        return JobDone {
+            outcome: Outcome::Success,
+            outputs,
+            artifacts: hit.artifacts,
+            record: JobRecord {
+                id: planned.id.clone(),
+                slug,
+                result: Some(Outcome::Success),
+                duration_ms: started.elapsed().as_millis() as u64,
+                reason: Some(format!("reused result of run {}", hit.run_id)),
+                steps: Vec::new(),
+                cache: None,
+            },
+        };
+    }
+
+    // Workspace.
+    let workspace = if shared.options.in_place {
+        shared.options.root.clone()
+    } else {
+        let workspace = shared.work_dir.join(&slug);
+        let (root, files, dest) = (
+            shared.options.root.clone(),
+            shared.source_files.clone(),
+            workspace.clone(),
+        );
+        let created = tokio::task::spawn_blocking(move || {
+            crate::workspace::create_workspace(&root, &files, &dest)
+        })
+        .await;
+        match created {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                return failed_early(
+                    shared,
+                    index,
+                    &slug,
+                    started,
+                    &format!("cannot create the workspace: {error}"),
+                );
+            }
+            Err(error) => {
+                return failed_early(
+                    shared,
+                    index,
+                    &slug,
+                    started,
+                    &format!("workspace task failed: {error}"),
+                );
+            }
+        }
+        workspace
+    };
+    let mut done = run_in_workspace(
+        shared, index, &output, &workspace, inputs, &cancel, started, &slug,
+    )
+    .await;
+    if let (Some(key), Outcome::Success) = (&step_cache_key, done.outcome) {
+        save_step_cache(shared, key, &done);
+    }
+    if !shared.options.in_place {
+        let path = workspace.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || crate::workspace::remove_workspace(&path)).await;
+    }
+    done.record.duration_ms = started.elapsed().as_millis() as u64;
+    shared.emit(Event::JobFinished {
+        job: planned.id.clone(),
+        result: done.outcome,
+        reason: done.record.reason.clone(),
+        duration_ms: done.record.duration_ms,
+        cache: done_cache_status(&done),
+        reused: false,
+        outputs: mask_map(shared, &done.outputs),
+        at_ms: now_ms(),
+    });
+    done
+}
+
+fn done_cache_status(done: &JobDone) -> CacheStatus {
+    done.record.cache.clone().unwrap_or(CacheStatus::None)
+}
+
+fn mask_map(shared: &Shared, map: &IndexMap<String, String>) -> IndexMap<String, String> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), shared.masker.mask_str(v)))
+        .collect()
+}
+
+fn failed_early(
+    shared: &Shared,
+    index: usize,
+    slug: &str,
+    started: Instant,
+    reason: &str,
+) -> JobDone {
+    let planned = &shared.plan.jobs[index];
+    let reason = shared.masker.mask_str(reason);
+    shared.emit(Event::Log {
+        job: planned.id.clone(),
+        step: None,
+        stream: Stream::System,
+        line: format!("error: {reason}"),
+        at_ms: now_ms(),
+    });
+    shared.emit(Event::JobFinished {
+        job: planned.id.clone(),
+        result: Outcome::Failure,
+        reason: Some(reason.clone()),
+        duration_ms: started.elapsed().as_millis() as u64,
+        cache: CacheStatus::None,
+        reused: false,
+        outputs: IndexMap::new(),
+        at_ms: now_ms(),
+    });
+    JobDone {
+        outcome: Outcome::Failure,
+        outputs: IndexMap::new(),
+        artifacts: ArtifactManifest::default(),
+        record: JobRecord {
+            id: planned.id.clone(),
+            slug: slug.to_owned(),
+            result: Some(Outcome::Failure),
+            duration_ms: started.elapsed().as_millis() as u64,
+            reason: Some(reason),
+            steps: Vec::new(),
+            cache: None,
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_in_workspace(
+    shared: &Arc<Shared>,
+    index: usize,
+    output: &JobOutput<'_>,
+    workspace: &Path,
+    inputs: JobInputs,
+    cancel: &CancellationToken,
+    started: Instant,
+    slug: &str,
+) -> JobDone {
+    let planned = &shared.plan.jobs[index];
+    let job = &shared.pipeline.jobs[&planned.job_id];
+    let fail = |reason: String| failed_early(shared, index, slug, started, &reason);
+
+    // Artifacts of the jobs this one needs.
+    for manifest in &inputs.artifacts {
+        if manifest.files.is_empty() {
+            continue;
+        }
+        if let Err(error) = shared.artifacts.install(manifest, workspace) {
+            return fail(format!("cannot install artifacts: {error}"));
+        }
+        output.system(
+            None,
+            &format!(
+                "installed {} artifact file(s) from needed jobs",
+                manifest.files.len()
+            ),
+        );
+    }
+
+    // Job-level contexts and env.
+    let hasher = WorkspaceFileHasher {
+        root: workspace.to_path_buf(),
+    };
+    let mut contexts = Contexts {
+        map: shared.base_contexts(Some(&planned.id), Some(workspace)),
+        sources: &shared.sources,
+        files: Some(&hasher),
+        status: Status::default(),
+    };
+    contexts.map.insert("matrix".into(), json!(planned.matrix));
+    contexts.map.insert("needs".into(), inputs.needs);
+    contexts.map.insert(
+        "secrets".into(),
+        secrets_context(shared, job.secrets.iter().map(|s| s.value.as_str())),
+    );
+    let mut job_env = shared.pipeline_env.clone();
+    for (name, text) in &job.env {
+        contexts.map.insert("env".into(), json!(job_env));
+        match contexts.render(text) {
+            Ok(value) => {
+                job_env.insert(name.clone(), value);
+            }
+            Err(failure) => return fail(failure.to_string()),
+        }
+    }
+    for (name, value) in &shared.options.vars {
+        job_env.insert(name.clone(), value.clone());
+    }
+    contexts.map.insert("env".into(), json!(job_env));
+
+    // Cache restore.
+    let mut cache_status = CacheStatus::None;
+    let mut cache_key = None;
+    if let Some(cache) = &job.cache {
+        let key = match contexts.render(&cache.key) {
+            Ok(key) => key,
+            Err(failure) => return fail(failure.to_string()),
+        };
+        let mut restore_keys = Vec::new();
+        for text in &cache.restore_keys {
+            match contexts.render(text) {
+                Ok(k) => restore_keys.push(k),
+                Err(failure) => return fail(failure.to_string()),
+            }
+        }
+        let store = shared.caches.clone();
+        let (k, ws) = (key.clone(), workspace.to_path_buf());
+        let restored =
+            tokio::task::spawn_blocking(move || store.restore(&k, &restore_keys, &ws)).await;
+        cache_status = match restored {
+            Ok(Ok(Some(restored))) if restored.exact => {
+                output.system(
+                    None,
+                    &format!(
+                        "cache hit: restored `{}` ({} files)",
+                        restored.key, restored.files
+                    ),
+                );
+                CacheStatus::Hit(restored.key)
+            }
+            Ok(Ok(Some(restored))) => {
+                output.system(
+                    None,
+                    &format!(
+                        "cache partial hit: restored `{}` ({} files) for key `{key}`",
+                        restored.key, restored.files
+                    ),
+                );
+                CacheStatus::Partial(restored.key)
+            }
+            Ok(Ok(None)) => {
+                output.system(None, &format!("cache miss for key `{key}`"));
+                CacheStatus::Miss
+            }
+            Ok(Err(error)) => {
+                output.system(
+                    None,
+                    &format!("warning: cache restore failed, continuing without: {error}"),
+                );
+                CacheStatus::Miss
+            }
+            Err(error) => {
+                output.system(
+                    None,
+                    &format!("warning: cache restore failed, continuing without: {error}"),
+                );
+                CacheStatus::Miss
+            }
+        };
+        cache_key = Some(key);
+    }
+
+    // Files through which steps talk back.
+    let control_dir = shared.work_dir.join(format!("{slug}.control"));
+    let control = ControlFiles {
+        output: control_dir.join("output"),
+        env: control_dir.join("env"),
+        path: control_dir.join("path"),
+        temp: control_dir.join("tmp"),
+    };
+    if let Err(error) = control.create() {
+        return fail(format!("cannot create {}: {error}", control_dir.display()));
+    }
+
+    let info = JobInfo {
+        job: planned.id.clone(),
+        workspace: workspace.to_path_buf(),
+    };
+    let mut session = match shared.executor.start_job(&info).await {
+        Ok(session) => session,
+        Err(error) => {
+            return fail(format!(
+                "cannot start the job on the {} executor: {error}",
+                shared.executor.name()
+            ));
+        }
+    };
+
+    let deadline = job.timeout.map(|timeout| started + timeout);
+    let mut steps_context = Map::new();
+    let mut job_failed = false;
+    let mut reason: Option<String> = None;
+    let mut env_additions: IndexMap<String, String> = IndexMap::new();
+    let mut path_additions: Vec<String> = Vec::new();
+    let mut outputs: IndexMap<String, String> = IndexMap::new();
+    let mut records = Vec::new();
+
+    for (step_index, step) in job.steps.iter().enumerate() {
+        let step_started = Instant::now();
+        let mut log =
+            match StepLog::create(&output.log_dir.join(format!("{:02}.log", step_index + 1))) {
+                Ok(log) => log,
+                Err(error) => return fail(format!("cannot write logs: {error}")),
+            };
+        let log_name = format!("logs/{slug}/{:02}.log", step_index + 1);
+        let mut env_now = job_env.clone();
+        env_now.extend(env_additions.iter().map(|(k, v)| (k.clone(), v.clone())));
+        contexts.map.insert("env".into(), json!(env_now));
+        contexts
+            .map
+            .insert("steps".into(), Value::Object(steps_context.clone()));
+        contexts.map.insert(
+            "secrets".into(),
+            secrets_context(
+                shared,
+                job.secrets
+                    .iter()
+                    .chain(step.secrets.iter())
+                    .map(|s| s.value.as_str()),
+            ),
+        );
+        contexts.status = Status {
+            failed: job_failed,
+            cancelled: cancel.is_cancelled(),
+        };
+        let name = step_name(step, &contexts);
+
+        let finish_step =
+            |log: &mut StepLog, result: Outcome, exit_code: Option<i32>, why: Option<String>| {
+                log.flush();
+                let why = why.map(|w| shared.masker.mask_str(&w));
+                shared.emit(Event::StepFinished {
+                    job: planned.id.clone(),
+                    step: step_index,
+                    name: name.clone(),
+                    result,
+                    exit_code,
+                    reason: why,
+                    duration_ms: step_started.elapsed().as_millis() as u64,
+                    at_ms: now_ms(),
+                });
+                StepRecord {
+                    name: name.clone(),
+                    result,
+                    exit_code,
+                    duration_ms: step_started.elapsed().as_millis() as u64,
+                    log: log_name.clone(),
+                }
+            };
+
+        if cancel.is_cancelled() {
+            records.push(finish_step(
+                &mut log,
+                Outcome::Cancelled,
+                None,
+                Some("run cancelled".into()),
+            ));
+            continue;
+        }
+        let should_run = match &step.condition {
+            None => !job_failed,
+            Some(condition) => match contexts.condition(condition) {
+                Ok(run) => run,
+                Err(failure) => {
+                    output.system(Some((step_index, &mut log)), &format!("error: {failure}"));
+                    job_failed = true;
+                    reason.get_or_insert_with(|| failure.to_string());
+                    records.push(finish_step(
+                        &mut log,
+                        Outcome::Failure,
+                        None,
+                        Some(failure.to_string()),
+                    ));
+                    continue;
+                }
+            },
+        };
+        if !should_run {
+            let why = match &step.condition {
+                Some(condition) => format!("`if: {}` was false", condition.source),
+                None => "an earlier step failed".to_owned(),
+            };
+            steps_context.insert(
+                step_key(step, step_index),
+                json!({"outcome": "skipped", "conclusion": "skipped", "outputs": {}}),
+            );
+            records.push(finish_step(&mut log, Outcome::Skipped, None, Some(why)));
+            continue;
+        }
+
+        // Render what the step runs.
+        let rendered = render_step(step, &contexts, env_now.clone(), &shared.options.vars);
+        let (script, step_env, working_directory) = match rendered {
+            Ok(parts) => parts,
+            Err(failure) => {
+                output.system(Some((step_index, &mut log)), &format!("error: {failure}"));
+                if !step.continue_on_error {
+                    job_failed = true;
+                    reason.get_or_insert_with(|| failure.to_string());
+                }
+                steps_context.insert(step_key(step, step_index), json!({"outcome": "failure", "conclusion": if step.continue_on_error {"success"} else {"failure"}, "outputs": {}}));
+                records.push(finish_step(
+                    &mut log,
+                    Outcome::Failure,
+                    None,
+                    Some(failure.to_string()),
+                ));
+                continue;
+            }
+        };
+        let cwd = match working_directory.or_else(|| {
+            job.working_directory
+                .as_ref()
+                .and_then(|t| contexts.render(t).ok())
+        }) {
+            Some(dir) if !dir.is_empty() && dir != "." => {
+                let dir = Path::new(&dir);
+                if dir.is_absolute()
+                    || dir
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    let message = format!(
+                        "working-directory `{}` must be inside the workspace",
+                        dir.display()
+                    );
+                    output.system(Some((step_index, &mut log)), &format!("error: {message}"));
+                    job_failed = true;
+                    reason.get_or_insert(message.clone());
+                    records.push(finish_step(&mut log, Outcome::Failure, None, Some(message)));
+                    continue;
+                }
+                workspace.join(dir)
+            }
+            _ => workspace.to_path_buf(),
+        };
+        let shell = shell_for(shared, job, step);
+        let mut process_env: Vec<(String, String)> = shared.inherited_env.clone();
+        let builtins = [
+            ("CI", "true".to_owned()),
+            ("KEELSON", "true".to_owned()),
+            ("KEELSON_RUN_ID", shared.run_id.clone()),
+            ("KEELSON_RUN_NUMBER", shared.number.to_string()),
+            ("KEELSON_JOB", planned.id.clone()),
+            ("KEELSON_JOB_ID", planned.job_id.clone()),
+            ("KEELSON_STEP", (step_index + 1).to_string()),
+            ("KEELSON_WORKSPACE", workspace.display().to_string()),
+            ("KEELSON_OUTPUT", control.output.display().to_string()),
+            ("KEELSON_ENV", control.env.display().to_string()),
+            ("KEELSON_PATH", control.path.display().to_string()),
+            ("KEELSON_TEMP", control.temp.display().to_string()),
+            ("KEELSON_GIT_SHA", shared.options.git.sha.clone()),
+            ("KEELSON_GIT_BRANCH", shared.options.git.branch.clone()),
+            ("KEELSON_EVENT", shared.options.git.event.clone()),
+        ];
+        set_env(
+            &mut process_env,
+            builtins.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
+        );
+        set_env(&mut process_env, step_env.into_iter());
+        for name in job.secrets.iter().chain(step.secrets.iter()) {
+            if let Some(value) = shared.secrets.get(&name.value) {
+                set_env(
+                    &mut process_env,
+                    std::iter::once((name.value.clone(), value.clone())),
+                );
+            }
+        }
+        if !path_additions.is_empty() {
+            let base = process_env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let mut path = path_additions
+                .iter()
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(":");
+            if !base.is_empty() {
+                path.push(':');
+                path.push_str(&base);
+            }
+            set_env(&mut process_env, std::iter::once(("PATH".to_owned(), path)));
+        }
+
+        // Attempts.
+        let attempts = 1 + step.retry.map(|r| r.max).unwrap_or(0);
+        let mut exit = StepExit::Exited(0);
+        let mut job_deadline_hit = false;
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                let delay = step.retry.map(|r| r.delay).unwrap_or_default();
+                output.system(
+                    Some((step_index, &mut log)),
+                    &format!(
+                        "attempt {} of {attempts} failed ({}); retrying in {}",
+                        attempt - 1,
+                        describe_exit(&exit),
+                        human(delay)
+                    ),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => { exit = StepExit::Cancelled; break; }
+                }
+                control.reset();
+            }
+            shared.emit(Event::StepStarted {
+                job: planned.id.clone(),
+                step: step_index,
+                name: name.clone(),
+                attempt,
+                at_ms: now_ms(),
+            });
+            let mut timeout = step.timeout;
+            if let Some(deadline) = deadline {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if timeout.is_none_or(|t| remaining < t) {
+                    timeout = Some(remaining);
+                    job_deadline_hit = true;
+                } else {
+                    job_deadline_hit = false;
+                }
+            }
+            let command = StepCommand {
+                shell: shell.clone(),
+                script: script.clone(),
+                cwd: cwd.clone(),
+                env: process_env.clone(),
+                timeout,
+                kill_grace: shared.options.kill_grace,
+            };
+            exit = run_command(
+                shared,
+                output,
+                session.as_mut(),
+                command,
+                step_index,
+                &mut log,
+                cancel,
+            )
+            .await;
+            if exit == StepExit::Exited(0) || exit == StepExit::Cancelled {
+                break;
+            }
+            if exit == StepExit::TimedOut && job_deadline_hit {
+                break; // the job is out of time: no retry can help
+            }
+        }
+
+        // What the step reported back.
+        let (step_outputs, problems) = control.read_outputs();
+        for problem in problems {
+            output.system(
+                Some((step_index, &mut log)),
+                &format!("warning: $KEELSON_OUTPUT: {problem}"),
+            );
+        }
+        let (env_pairs, problems) = control.read_env();
+        for problem in problems {
+            output.system(
+                Some((step_index, &mut log)),
+                &format!("warning: $KEELSON_ENV: {problem}"),
+            );
+        }
+        env_additions.extend(env_pairs);
+        path_additions.extend(control.read_path());
+        control.reset();
+
+        let (result, exit_code, why) = match &exit {
+            StepExit::Exited(0) => (Outcome::Success, Some(0), None),
+            StepExit::Exited(code) => (
+                Outcome::Failure,
+                Some(*code),
+                Some(format!("exit code {code}")),
+            ),
+            StepExit::Signaled(signal) => (
+                Outcome::Failure,
+                None,
+                Some(format!("killed by signal {signal}")),
+            ),
+            StepExit::TimedOut if job_deadline_hit => (
+                Outcome::Failure,
+                None,
+                Some(format!(
+                    "job timed out after {}",
+                    human(job.timeout.unwrap_or_default())
+                )),
+            ),
+            StepExit::TimedOut => (
+                Outcome::Failure,
+                None,
+                Some(format!(
+                    "step timed out after {}",
+                    human(step.timeout.unwrap_or_default())
+                )),
+            ),
+            StepExit::Cancelled => (Outcome::Cancelled, None, Some("cancelled".to_owned())),
+            StepExit::SpawnFailed(message) => (Outcome::Failure, None, Some(message.clone())),
+        };
+        if let Some(why) = &why {
+            output.system(Some((step_index, &mut log)), &format!("step failed: {why}"));
+        }
+        let conclusion = if result == Outcome::Failure && step.continue_on_error {
+            Outcome::Success
+        } else {
+            result
+        };
+        if result == Outcome::Failure && !step.continue_on_error {
+            job_failed = true;
+            reason.get_or_insert_with(|| {
+                format!("step `{name}`: {}", why.clone().unwrap_or_default())
+            });
+        }
+        if result == Outcome::Failure && step.continue_on_error {
+            output.system(
+                Some((step_index, &mut log)),
+                "continue-on-error: the job goes on",
+            );
+        }
+        for (key, value) in &step_outputs {
+            outputs.insert(key.clone(), value.clone());
+        }
+        steps_context.insert(
+            step_key(step, step_index),
+            json!({"outcome": result.as_str(), "conclusion": conclusion.as_str(), "outputs": step_outputs.into_iter().collect::<IndexMap<_, _>>()}),
+        );
+        records.push(finish_step(&mut log, result, exit_code, why));
+        if job_deadline_hit && exit == StepExit::TimedOut {
+            // Out of time: the remaining steps are not started.
+            for (rest_index, rest) in job.steps.iter().enumerate().skip(step_index + 1) {
+                let rest_name = rest
+                    .name
+                    .as_ref()
+                    .map(|n| n.raw.clone())
+                    .unwrap_or_else(|| first_line(&rest.run.raw));
+                shared.emit(Event::StepFinished {
+                    job: planned.id.clone(),
+                    step: rest_index,
+                    name: rest_name.clone(),
+                    result: Outcome::Skipped,
+                    exit_code: None,
+                    reason: Some("the job timed out".to_owned()),
+                    duration_ms: 0,
+                    at_ms: now_ms(),
+                });
+                records.push(StepRecord {
+                    name: rest_name,
+                    result: Outcome::Skipped,
+                    exit_code: None,
+                    duration_ms: 0,
+                    log: String::new(),
+                });
+            }
+            break;
+        }
+    }
+
+    // Job outputs written as templates over `steps`.
+    contexts
+        .map
+        .insert("steps".into(), Value::Object(steps_context));
+    contexts.status = Status {
+        failed: job_failed,
+        cancelled: cancel.is_cancelled(),
+    };
+    for (name, text) in &job.outputs {
+        match contexts.render(text) {
+            Ok(value) => {
+                outputs.insert(name.clone(), value);
+            }
+            Err(failure) => {
+                output.system(None, &format!("error: job output `{name}`: {failure}"));
+                job_failed = true;
+                reason.get_or_insert_with(|| failure.to_string());
+            }
+        }
+    }
+
+    let outcome = if cancel.is_cancelled() {
+        reason = Some(if reason.is_some() {
+            "cancelled".to_owned()
+        } else {
+            "run cancelled".to_owned()
+        });
+        Outcome::Cancelled
+    } else if job_failed {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
+
+    let mut artifacts = ArtifactManifest::default();
+    if outcome == Outcome::Success {
+        if let (Some(cache), Some(key)) = (&job.cache, &cache_key)
+            && !matches!(cache_status, CacheStatus::Hit(_))
+        {
+            let store = shared.caches.clone();
+            let (k, ws) = (key.clone(), workspace.to_path_buf());
+            let paths: Vec<String> = cache.paths.iter().map(|p| p.value.clone()).collect();
+            let saved = tokio::task::spawn_blocking(move || store.save(&k, &ws, &paths)).await;
+            match saved {
+                Ok(Ok(SaveOutcome::Saved { bytes, files, .. })) => {
+                    output.system(
+                        None,
+                        &format!("cache saved: `{key}` ({files} files, {bytes} bytes)"),
+                    );
+                }
+                Ok(Ok(SaveOutcome::AlreadyExists)) => {
+                    output.system(None, &format!("cache `{key}` already saved"))
+                }
+                Ok(Ok(SaveOutcome::NothingToSave)) => {
+                    output.system(None, "cache: the paths matched no files; nothing saved")
+                }
+                Ok(Err(error)) => {
+                    output.system(None, &format!("warning: cache save failed: {error}"))
+                }
+                Err(error) => output.system(None, &format!("warning: cache save failed: {error}")),
+            }
+        }
+        if let Some(spec) = &job.artifacts {
+            let patterns: Vec<String> = spec.paths.iter().map(|p| p.value.clone()).collect();
+            match shared.artifacts.collect(workspace, &patterns) {
+                Ok(collected) => {
+                    for pattern in &collected.unmatched_patterns {
+                        output.system(
+                            None,
+                            &format!("warning: artifact path `{pattern}` matched no files"),
+                        );
+                    }
+                    output.system(
+                        None,
+                        &format!("stored {} artifact file(s)", collected.manifest.files.len()),
+                    );
+                    let path = shared
+                        .run_dir
+                        .join("artifacts")
+                        .join(format!("{slug}.json"));
+                    if let Some(parent) = path.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    let _ = write_atomic(
+                        &path,
+                        &serde_json::to_vec_pretty(&collected.manifest).unwrap_or_default(),
+                    );
+                    artifacts = collected.manifest;
+                }
+                Err(error) => {
+                    output.system(None, &format!("error: cannot store artifacts: {error}"));
+                    reason = Some(format!("cannot store artifacts: {error}"));
+                    let _ = session.finish().await;
+                    control.remove();
+                    return JobDone {
+                        outcome: Outcome::Failure,
+                        outputs,
+                        artifacts,
+                        record: JobRecord {
+                            id: planned.id.clone(),
+                            slug: slug.to_owned(),
+                            result: Some(Outcome::Failure),
+                            duration_ms: 0,
+                            reason,
+                            steps: records,
+                            cache: Some(cache_status),
+                        },
+                    };
+                }
+            }
+        }
+    }
+    if let Err(error) = session.finish().await {
+        output.system(None, &format!("warning: cleaning up the job: {error}"));
+    }
+    control.remove();
+    JobDone {
+        outcome,
+        outputs,
+        artifacts,
+        record: JobRecord {
+            id: planned.id.clone(),
+            slug: slug.to_owned(),
+            result: Some(outcome),
+            duration_ms: 0,
+            reason: reason.map(|r| shared.masker.mask_str(&r)),
+            steps: records,
+            cache: Some(cache_status),
+        },
+    }
+}
+
+/// Runs one command, turning its output into masked lines.
+async fn run_command(
+    shared: &Shared,
+    output: &JobOutput<'_>,
+    session: &mut dyn JobSession,
+    command: StepCommand,
+    step_index: usize,
+    log: &mut StepLog,
+    cancel: &CancellationToken,
+) -> StepExit {
+    let (sender, mut receiver) = mpsc::channel::<OutputChunk>(64);
+    let mut stdout = shared.masker.line_stream();
+    let mut stderr = shared.masker.line_stream();
+    let step = session.run_step(command, sender, cancel.clone());
+    tokio::pin!(step);
+    let mut handle = |chunk: OutputChunk, log: &mut StepLog| {
+        let lines = match chunk.stream {
+            Stream::Stderr => stderr.push(&chunk.bytes),
+            _ => stdout.push(&chunk.bytes),
+        };
+        for line in lines {
+            output.line(Some(log), Some(step_index), chunk.stream, line);
+        }
+    };
+    let exit = loop {
+        tokio::select! {
+            biased;
+            Some(chunk) = receiver.recv() => handle(chunk, log),
+            exit = &mut step => break exit,
+        }
+    };
+    while let Some(chunk) = receiver.recv().await {
+        handle(chunk, log);
+    }
+    drop(handle);
+    for (stream, rest) in [
+        (Stream::Stdout, stdout.finish()),
+        (Stream::Stderr, stderr.finish()),
+    ] {
+        if let Some(line) = rest {
+            output.line(Some(log), Some(step_index), stream, line);
+        }
+    }
+    exit
+}
+
+fn render_step(
+    step: &Step,
+    contexts: &Contexts<'_>,
+    mut env: IndexMap<String, String>,
+    vars: &IndexMap<String, String>,
+) -> Result<(String, Vec<(String, String)>, Option<String>), ExpressionFailure> {
+    let mut scratch = Contexts {
+        map: contexts.map.clone(),
+        sources: contexts.sources,
+        files: contexts.files,
+        status: contexts.status,
+    };
+    for (name, text) in &step.env {
+        scratch.map.insert("env".into(), json!(env));
+        let value = scratch.render(text)?;
+        env.insert(name.clone(), value);
+    }
+    for (name, value) in vars {
+        env.insert(name.clone(), value.clone());
+    }
+    scratch.map.insert("env".into(), json!(env));
+    let script = scratch.render(&step.run)?;
+    let working_directory = step
+        .working_directory
+        .as_ref()
+        .map(|t| scratch.render(t))
+        .transpose()?;
+    Ok((script, env.into_iter().collect(), working_directory))
+}
+
+fn step_name(step: &Step, contexts: &Contexts<'_>) -> String {
+    match &step.name {
+        Some(name) => contexts.render(name).unwrap_or_else(|_| name.raw.clone()),
+        None => first_line(&step.run.raw),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if line.chars().count() > 60 {
+        format!("{}…", line.chars().take(59).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+fn step_key(step: &Step, index: usize) -> String {
+    step.id
+        .as_ref()
+        .map(|id| id.value.clone())
+        .unwrap_or_else(|| format!("step{}", index + 1))
+}
+
+fn shell_for(shared: &Shared, job: &keelson_pipeline::model::Job, step: &Step) -> Vec<String> {
+    let named = step
+        .shell
+        .as_ref()
+        .or(job.shell.as_ref())
+        .or(shared.pipeline.shell.as_ref());
+    match named.map(|s| s.value.as_str()) {
+        None | Some("bash") => DEFAULT_SHELL.iter().map(|s| (*s).to_owned()).collect(),
+        Some("sh") => ["sh", "-e", "-c"].iter().map(|s| (*s).to_owned()).collect(),
+        Some("python") | Some("python3") => {
+            ["python3", "-c"].iter().map(|s| (*s).to_owned()).collect()
+        }
+        Some(custom) => {
+            // A custom shell line: words split on whitespace; the script is the last argument.
+            custom.split_whitespace().map(str::to_owned).collect()
+        }
+    }
+}
+
+fn set_env(env: &mut Vec<(String, String)>, values: impl Iterator<Item = (String, String)>) {
+    for (name, value) in values {
+        match env.iter_mut().find(|(k, _)| *k == name) {
+            Some(entry) => entry.1 = value,
+            None => env.push((name, value)),
+        }
+    }
+}
+
+fn describe_exit(exit: &StepExit) -> String {
+    match exit {
+        StepExit::Exited(code) => format!("exit code {code}"),
+        StepExit::Signaled(signal) => format!("signal {signal}"),
+        StepExit::TimedOut => "timed out".to_owned(),
+        StepExit::Cancelled => "cancelled".to_owned(),
+        StepExit::SpawnFailed(message) => message.clone(),
+    }
+}
+
+/// `850ms`, `12s`, `2m05s`.
+pub fn human(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        format!("{millis}ms")
+    } else if millis < 60_000 {
+        let tenths = millis / 100;
+        if tenths % 10 == 0 {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
+    } else {
+        let seconds = millis / 1000;
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    }
+}
+
+/// The files behind `$KEELSON_OUTPUT`, `$KEELSON_ENV`, `$KEELSON_PATH` and `$KEELSON_TEMP`.
+struct ControlFiles {
+    output: PathBuf,
+    env: PathBuf,
+    path: PathBuf,
+    temp: PathBuf,
+}
+
+impl ControlFiles {
+    fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.temp)?;
+        for file in [&self.output, &self.env, &self.path] {
+            std::fs::write(file, b"")?;
+        }
+        Ok(())
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read(path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn read_outputs(&self) -> (Vec<(String, String)>, Vec<String>) {
+        parse_name_value_file(&Self::read(&self.output))
+    }
+
+    fn read_env(&self) -> (Vec<(String, String)>, Vec<String>) {
+        parse_name_value_file(&Self::read(&self.env))
+    }
+
+    fn read_path(&self) -> Vec<String> {
+        Self::read(&self.path)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Empties the files for the next step (only those a step wrote to).
+    fn reset(&self) {
+        for file in [&self.output, &self.env, &self.path] {
+            if std::fs::metadata(file).map(|m| m.len() > 0).unwrap_or(true) {
+                let _ = std::fs::write(file, b"");
+            }
+        }
+    }
+
+    fn remove(&self) {
+        if let Some(dir) = self.output.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A recorded successful job result, reusable while its inputs are unchanged.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StepCacheEntry {
+    run_id: String,
+    job: String,
+    outputs: IndexMap<String, String>,
+    artifacts: ArtifactManifest,
+}
+
+fn step_cache_key(shared: &Shared, index: usize, inputs: &JobInputs) -> Option<String> {
+    let planned = &shared.plan.jobs[index];
+    let job = &shared.pipeline.jobs[&planned.job_id];
+    let tree = shared
+        .source_digest
+        .get_or_init(|| {
+            if shared.options.in_place {
+                files::source_files(&shared.options.root)
+                    .and_then(|files| files::tree_digest(&shared.options.root, &files))
+                    .map_err(|e| e.to_string())
+            } else {
+                files::tree_digest(&shared.options.root, &shared.source_files)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .as_ref()
+        .ok()?;
+    let secrets: IndexMap<&str, String> = job
+        .secrets
+        .iter()
+        .chain(job.steps.iter().flat_map(|s| s.secrets.iter()))
+        .filter_map(|name| {
+            shared
+                .secrets
+                .get(&name.value)
+                .map(|v| (name.value.as_str(), digest_json(&json!(v))))
+        })
+        .collect();
+    let key = json!({
+        "version": 1,
+        "job": job_fingerprint(job),
+        "matrix": planned.matrix,
+        "pipeline_env": shared.pipeline_env,
+        "tree": tree,
+        "needs": inputs.needs,
+        "artifacts": inputs.artifacts,
+        "secrets": secrets,
+        "shell": shared.pipeline.shell.as_ref().map(|s| &s.value),
+    });
+    Some(digest_json(&key))
+}
+
+fn step_cache_path(shared: &Shared, key: &str) -> PathBuf {
+    shared
+        .options
+        .data_dir
+        .join("step-cache")
+        .join(format!("{key}.json"))
+}
+
+fn load_step_cache(shared: &Shared, key: &str) -> Option<StepCacheEntry> {
+    let bytes = std::fs::read(step_cache_path(shared, key)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn save_step_cache(shared: &Shared, key: &str, done: &JobDone) {
+    let entry = StepCacheEntry {
+        run_id: shared.run_id.clone(),
+        job: done.record.id.clone(),
+        // Outputs are kept masked: a secret never lands in the data dir in plain text.
+        outputs: mask_map(shared, &done.outputs),
+        artifacts: done.artifacts.clone(),
+    };
+    let path = step_cache_path(shared, key);
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = write_atomic(&path, &serde_json::to_vec(&entry).unwrap_or_default());
+}
+
+impl std::fmt::Debug for JobInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobInputs").finish_non_exhaustive()
+    }
+}

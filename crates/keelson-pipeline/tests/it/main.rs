@@ -1,0 +1,5 @@
+//! Integration tests of keelson-pipeline.
+
+mod expr_props;
+mod validate;
+mod load_props;
