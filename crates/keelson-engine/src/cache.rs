@@ -296,13 +296,13 @@ impl CacheStore {
                 entry.key
             )));
         }
-        if let Some(expected) = expected_key {
-            if entry.key != expected {
-                return Err(corrupt(format!(
-                    "expected key `{expected}`, found `{}`",
-                    entry.key
-                )));
-            }
+        if let Some(expected) = expected_key
+            && entry.key != expected
+        {
+            return Err(corrupt(format!(
+                "expected key `{expected}`, found `{}`",
+                entry.key
+            )));
         }
         Ok(Some(entry))
     }

@@ -342,29 +342,22 @@ fn collect_candidates(
         }
     }
     let start = root.join(base);
-    if base.as_os_str().is_empty() {
-        let meta = fs::metadata(root).map_err(io_err("cannot read", root))?;
-        if !meta.is_dir() {
-            return Err(FilesError::NotAFile {
-                path: root.to_path_buf(),
-                reason: "not a directory",
-            });
-        }
-    }
+    // The start is the root itself or a real directory checked above (a symlinked base was listed
+    // as a file), so following it is following the root the caller gave.
     for entry in walkdir::WalkDir::new(&start)
         .min_depth(1)
         .follow_links(false)
-        .follow_root_links(false)
+        .follow_root_links(true)
     {
         let entry = entry.map_err(|e| FilesError::Walk {
             root: start.clone(),
             message: e.to_string(),
         })?;
         let ft = entry.file_type();
-        if ft.is_file() || ft.is_symlink() {
-            if let Ok(rel) = entry.path().strip_prefix(root) {
-                out.insert(rel.to_path_buf());
-            }
+        if (ft.is_file() || ft.is_symlink())
+            && let Ok(rel) = entry.path().strip_prefix(root)
+        {
+            out.insert(rel.to_path_buf());
         }
     }
     Ok(())
@@ -377,6 +370,13 @@ pub(crate) fn glob_files_detailed(
     patterns: &[String],
 ) -> Result<(Vec<PathBuf>, Vec<bool>), FilesError> {
     let compiled = compile_patterns(patterns)?;
+    let meta = fs::metadata(root).map_err(io_err("cannot read", root))?;
+    if !meta.is_dir() {
+        return Err(FilesError::NotAFile {
+            path: root.to_path_buf(),
+            reason: "not a directory",
+        });
+    }
     let mut matched = vec![false; patterns.len()];
     let mut bases: Vec<PathBuf> = compiled
         .list
@@ -409,10 +409,10 @@ pub(crate) fn glob_files_detailed(
             }
             last = Some(last.map_or(pos, |l| l.max(pos)));
         }
-        if let Some(pos) = last {
-            if !compiled.list[pos].negate {
-                result.push(rel);
-            }
+        if let Some(pos) = last
+            && !compiled.list[pos].negate
+        {
+            result.push(rel);
         }
     }
     Ok((result, matched))

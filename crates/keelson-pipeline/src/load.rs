@@ -152,17 +152,15 @@ impl Loading {
                 pipeline.env.entry(key).or_insert(value);
             }
         }
-        if let Some(node) = map.take("secrets-file") {
-            if let Some(value) = self.string(node) {
-                pipeline
-                    .secrets_file
-                    .get_or_insert(Spanned::new(value, node.span));
-            }
+        if let Some(node) = map.take("secrets-file")
+            && let Some(value) = self.string(node)
+        {
+            pipeline.secrets_file.get_or_insert(Spanned::new(value, node.span));
         }
-        if let Some(node) = map.take("shell") {
-            if let Some(value) = self.string(node) {
-                pipeline.shell.get_or_insert(Spanned::new(value, node.span));
-            }
+        if let Some(node) = map.take("shell")
+            && let Some(value) = self.string(node)
+        {
+            pipeline.shell.get_or_insert(Spanned::new(value, node.span));
         }
         let jobs = map.take("jobs");
         let includes = map.take("include");

@@ -109,7 +109,6 @@ struct Facts {
 
 #[derive(Clone, Debug, Default)]
 struct CargoFacts {
-    has_lockfile: bool,
     /// The package's name when it builds a binary of that name (`src/main.rs`).
     binary: Option<String>,
 }
@@ -187,10 +186,7 @@ impl CargoFacts {
         } else {
             None
         };
-        Ok(CargoFacts {
-            has_lockfile: is_file(dir, "Cargo.lock")?,
-            binary,
-        })
+        Ok(CargoFacts { binary })
     }
 }
 
@@ -359,7 +355,6 @@ struct Tools {
     python_build: bool,
     yarn: bool,
     pnpm: bool,
-    corepack: bool,
 }
 
 impl Tools {
@@ -381,9 +376,6 @@ impl Tools {
                 NodeManager::Npm => {}
                 NodeManager::Yarn => tools.yarn = ok("yarn", &["--version"]),
                 NodeManager::Pnpm => tools.pnpm = ok("pnpm", &["--version"]),
-            }
-            if node.manager != NodeManager::Npm && !tools.yarn && !tools.pnpm {
-                tools.corepack = ok("corepack", &["--version"]);
             }
         }
         tools
@@ -533,14 +525,14 @@ fn render(facts: &Facts, tools: &Tools) -> String {
         );
         out.push_str("env:\n");
         for (name, value, comment) in &env {
-            let _ = writeln!(out, "  # {comment}");
+            write_comment(&mut out, 2, comment);
             let _ = writeln!(out, "  {name}: {}", yaml_quoted(value));
         }
         out.push('\n');
     }
     out.push_str("jobs:\n");
     for (id, job) in [("validate", &validate), ("test", &test), ("build", &build)] {
-        render_job(&mut out, id, job);
+        render_job(&mut out, id, job, id == "validate");
     }
     out.push_str(MORE_KEYS);
     out
@@ -556,22 +548,23 @@ const MORE_KEYS: &str = "\
 #   steps[*].env, working-directory, shell, timeout, continue-on-error, retry: { max: 2, delay: 5s }
 ";
 
-fn render_job(out: &mut String, id: &str, job: &Job) {
+fn render_job(out: &mut String, id: &str, job: &Job, first: bool) {
     for line in &job.comment {
-        let _ = writeln!(out, "  # {line}");
+        write_comment(out, 2, line);
     }
     let _ = writeln!(out, "  {id}:");
     if let Some(needs) = job.needs {
         let _ = writeln!(out, "    needs: [{needs}]");
     }
-    let _ = writeln!(
-        out,
-        "    # The whole job fails if it runs longer than this (steps can have `timeout:` too)."
-    );
+    if first {
+        out.push_str(
+            "    # The job fails if it runs longer than this (steps can have `timeout:` too).\n",
+        );
+    }
     let _ = writeln!(out, "    timeout: {}", job.timeout);
     if let Some(cache) = &job.cache {
         for line in &cache.comment {
-            let _ = writeln!(out, "    # {line}");
+            write_comment(out, 4, line);
         }
         out.push_str("    cache:\n");
         let _ = writeln!(out, "      key: {}", yaml_scalar(&cache.key));
@@ -585,7 +578,7 @@ fn render_job(out: &mut String, id: &str, job: &Job) {
     out.push_str("    steps:\n");
     for step in &job.steps {
         for line in &step.comment {
-            let _ = writeln!(out, "      # {line}");
+            write_comment(out, 6, line);
         }
         let _ = writeln!(out, "      - name: {}", yaml_scalar(&step.name));
         let run = step.run.trim_end();
@@ -613,6 +606,28 @@ fn render_job(out: &mut String, id: &str, job: &Job) {
         }
     }
     out.push('\n');
+}
+
+/// Longest comment line written, in columns.
+const COMMENT_WIDTH: usize = 92;
+
+/// Writes `text` as `# ` comment lines at `indent`, wrapped at word boundaries.
+fn write_comment(out: &mut String, indent: usize, text: &str) {
+    let room = COMMENT_WIDTH.saturating_sub(indent + 2).max(40);
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > room {
+            let _ = writeln!(out, "{:indent$}# {line}", "");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        let _ = writeln!(out, "{:indent$}# {line}", "");
+    }
 }
 
 fn yaml_list(items: &[String]) -> String {
@@ -646,11 +661,15 @@ fn plain_is_safe(text: &str, flow: bool) -> bool {
     let Some(first) = text.chars().next() else {
         return false;
     };
+    let lower = text.to_ascii_lowercase();
+    let second = text.chars().nth(1);
     let looks_typed = matches!(
-        text.to_ascii_lowercase().as_str(),
+        lower.as_str(),
         "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~" | "y" | "n"
-    ) || text.parse::<f64>().is_ok()
-        || text.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+');
+    ) || matches!(lower.as_str(), ".inf" | "+.inf" | "-.inf" | ".nan")
+        || text.parse::<f64>().is_ok()
+        || first.is_ascii_digit()
+        || (matches!(first, '.' | '+') && second.is_some_and(|c| c.is_ascii_digit() || c == '.'));
     !looks_typed
         && !"-?:,[]{}#&*!|>'\"%@`".contains(first)
         && !first.is_whitespace()
@@ -698,27 +717,24 @@ fn shell_word(word: &str) -> String {
 // Steps per kind.
 
 fn cargo_jobs(cargo: &CargoFacts, tools: &Tools, [validate, test, build]: [&mut Job; 3]) {
-    let mut hashed = Vec::new();
-    if cargo.has_lockfile {
-        hashed.push("'Cargo.lock'");
-    }
-    hashed.push("'**/Cargo.toml'");
-    let hashed = hashed.join(", ");
-    let cache = |prefix: &str, what: &str| Cache {
-        comment: vec![
-            format!(
-                "Keep `target/` ({what}) between runs. The key changes when the manifests or the"
-            ),
-            "lockfile change; `restore-keys` then falls back to the newest cache whose key starts"
-                .into(),
-            "with that prefix, and cargo rebuilds only what changed.".into(),
-        ],
+    // A missing Cargo.lock just adds nothing to the hash.
+    let hashed = "'Cargo.lock', '**/Cargo.toml'";
+    let cache = |prefix: &str, comment: Vec<String>| Cache {
+        comment,
         key: format!("{prefix}${{{{ hashFiles({hashed}) }}}}"),
         restore_keys: vec![prefix.to_owned()],
         paths: vec!["target".into()],
     };
-
-    validate.cache = Some(cache("cargo-validate-", "lint results"));
+    let explained = vec![
+        "Keep `target/` between runs: restored before the steps, saved after a successful job"
+            .into(),
+        "under `key` (a saved key never changes). The key hashes the manifests and the lockfile;"
+            .into(),
+        "when they change, `restore-keys` restores the newest cache whose key starts with the"
+            .into(),
+        "prefix and cargo rebuilds only what changed.".into(),
+    ];
+    validate.cache = Some(cache("cargo-validate-", explained));
     if tools.rustfmt {
         validate
             .steps
@@ -747,11 +763,17 @@ fn cargo_jobs(cargo: &CargoFacts, tools: &Tools, [validate, test, build]: [&mut 
         );
     }
 
-    test.cache = Some(cache("cargo-test-", "test builds"));
+    test.cache = Some(cache(
+        "cargo-test-",
+        vec!["The same for the test builds, under their own key.".into()],
+    ));
     test.steps
         .push(Step::new("cargo test", "cargo test --workspace").timeout("20m"));
 
-    build.cache = Some(cache("cargo-build-", "release builds"));
+    build.cache = Some(cache(
+        "cargo-build-",
+        vec!["And for the release builds.".into()],
+    ));
     build.steps.push(Step::new(
         "cargo build",
         "cargo build --release --workspace",
@@ -766,7 +788,7 @@ fn cargo_jobs(cargo: &CargoFacts, tools: &Tools, [validate, test, build]: [&mut 
 }
 
 fn node_jobs(node: &NodeFacts, tools: &Tools, [validate, test, build]: [&mut Job; 3]) {
-    // The command that runs the package manager (through corepack when only that is here).
+    // yarn and pnpm when installed here; else npm, which installs from package.json alone.
     let (manager, note) = match node.manager {
         NodeManager::Npm => (NodeManager::Npm, None),
         m @ (NodeManager::Yarn | NodeManager::Pnpm) => {
@@ -775,25 +797,22 @@ fn node_jobs(node: &NodeFacts, tools: &Tools, [validate, test, build]: [&mut Job
             } else {
                 tools.pnpm
             };
-            if installed || tools.corepack {
+            if installed {
                 (m, None)
             } else {
+                let found = node.lockfile.unwrap_or("packageManager in package.json");
                 (
                     NodeManager::Npm,
                     Some(format!(
-                        "{} is not installed here (nor corepack), so these steps use npm.",
+                        "{found} asks for {0}, but {0} is not installed here, so these steps use \
+                         npm (ignoring {found}); install {0} and switch them over.",
                         m.program()
                     )),
                 )
             }
         }
     };
-    let via_corepack = manager != NodeManager::Npm && !(tools.yarn || tools.pnpm);
-    let program = if via_corepack {
-        format!("corepack {}", manager.program())
-    } else {
-        manager.program().to_owned()
-    };
+    let program = manager.program();
 
     let has_lockfile = node.lockfile.is_some() && manager == node.manager;
     let (install_run, install_comment) = match manager {
@@ -822,20 +841,15 @@ fn node_jobs(node: &NodeFacts, tools: &Tools, [validate, test, build]: [&mut Job
             "No lockfile yet: install resolves the dependencies afresh.",
         ),
     };
+    // The first install step explains itself; the others just install.
+    let explained = std::cell::Cell::new(false);
     let install = || {
-        let mut step = Step::new(
-            format!("{} install", manager.program()),
-            install_run.clone(),
-        )
-        .comment(install_comment);
-        if let Some(note) = &note {
-            step = step.comment(note.clone());
-        }
-        if via_corepack {
-            step = step.comment(format!(
-                "{} is not installed here, so corepack (shipped with Node.js) fetches it.",
-                manager.program()
-            ));
+        let mut step = Step::new(format!("{program} install"), install_run.clone());
+        if !explained.replace(true) {
+            step = step.comment(install_comment);
+            if let Some(note) = &note {
+                step = step.comment(note.clone());
+            }
         }
         step
     };
@@ -843,11 +857,15 @@ fn node_jobs(node: &NodeFacts, tools: &Tools, [validate, test, build]: [&mut Job
         NodeManager::Npm if script == "test" => format!("{program} test"),
         _ => format!("{program} run {script}"),
     };
-    // A check that needs no script: syntax of the entry files, else that the package packs.
-    let syntax_check = || {
+    // A check that needs no script (nor dependencies): syntax of the entry files, else that
+    // the package packs.
+    let check_without_script = |why: &str| {
         if node.entries.is_empty() {
             Step::new("npm pack --dry-run", "npm pack --dry-run --ignore-scripts")
-                .comment("Checks that package.json is valid and lists what would be published.")
+                .comment(why)
+                .comment(
+                    "Meanwhile: check that package.json is valid and list what would be published.",
+                )
         } else {
             let run = node
                 .entries
@@ -856,7 +874,8 @@ fn node_jobs(node: &NodeFacts, tools: &Tools, [validate, test, build]: [&mut Job
                 .collect::<Vec<_>>()
                 .join(" && ");
             Step::new("node --check", run)
-                .comment("Syntax check of the package's entry files (`main`, `bin`).")
+                .comment(why)
+                .comment("Meanwhile: a syntax check of the package's entry files (`main`, `bin`).")
         }
     };
 
@@ -864,23 +883,24 @@ fn node_jobs(node: &NodeFacts, tools: &Tools, [validate, test, build]: [&mut Job
         validate.steps.push(install());
         validate.steps.push(Step::new("lint", run_script("lint")));
     } else {
-        validate.steps.push(
-            syntax_check().comment("package.json has no `lint` script; add one and run it here."),
-        );
-    }
-
-    test.steps.push(install());
-    if node.test {
-        test.steps
-            .push(Step::new("test", run_script("test")).timeout("20m"));
-    } else {
-        test.steps.push(syntax_check().comment(
-            "package.json has no real `test` script yet; add one and run it here with `npm test`.",
+        validate.steps.push(check_without_script(
+            "package.json has no `lint` script; add one and run it here.",
         ));
     }
 
-    build.steps.push(install());
+    if node.test {
+        test.steps.push(install());
+        test.steps
+            .push(Step::new("test", run_script("test")).timeout("20m"));
+    } else {
+        test.steps.push(check_without_script(&format!(
+            "package.json has no real `test` script yet; add one, then install the dependencies and run `{}` here.",
+            run_script("test")
+        )));
+    }
+
     if node.build {
+        build.steps.push(install());
         build.steps.push(Step::new("build", run_script("build")));
     } else {
         build.steps.push(
@@ -933,7 +953,7 @@ fn python_jobs(python: &PythonFacts, tools: &Tools, [validate, test, build]: [&m
     } else {
         (
             format!("{python_cmd} -m unittest discover"),
-            "unittest (pytest is not installed here; with it, use `python3 -m pytest`)",
+            "unittest (pytest is not installed here; with it, `-m pytest` finds more tests)",
         )
     };
     test.steps.push(
@@ -959,14 +979,18 @@ fn python_jobs(python: &PythonFacts, tools: &Tools, [validate, test, build]: [&m
         } else {
             build.steps.push(
                 Step::new(
-                    "install build",
-                    "python3 -m venv .venv-build && .venv-build/bin/python -m pip install build",
+                    "python -m build",
+                    "venv=\"$(mktemp -d)\"\n\
+                     trap 'rm -rf \"$venv\"' EXIT\n\
+                     python3 -m venv \"$venv\"\n\
+                     \"$venv/bin/python\" -m pip install --quiet build\n\
+                     \"$venv/bin/python\" -m build",
                 )
-                .comment("The `build` frontend is not installed here: put it in a virtualenv."),
-            );
-            build.steps.push(
-                Step::new("python -m build", ".venv-build/bin/python -m build")
-                    .comment("Builds the sdist and wheel into dist/."),
+                .comment(
+                    "Builds the sdist and wheel into dist/. The `build` frontend is not installed \
+                     here, so it goes into a throwaway virtualenv outside the workspace (inside, \
+                     the sdist could pick it up).",
+                ),
             );
         }
         build.footer.extend([
@@ -1043,7 +1067,6 @@ mod tests {
             python_build: true,
             yarn: true,
             pnpm: true,
-            corepack: true,
         }
     }
 
@@ -1241,7 +1264,7 @@ mod tests {
         );
         assert!(text.contains("rustup component add rustfmt"));
         assert!(text.contains("rustup component add clippy"));
-        assert!(text.contains("hashFiles('**/Cargo.toml')"));
+        assert!(text.contains("hashFiles('Cargo.lock', '**/Cargo.toml')"));
         assert!(text.contains("target/release/<binary>"));
     }
 
@@ -1261,18 +1284,20 @@ mod tests {
             runs(&text, "validate"),
             ["npm pack --dry-run --ignore-scripts"]
         );
+        assert_eq!(runs(&text, "test"), ["npm pack --dry-run --ignore-scripts"]);
         assert_eq!(
-            runs(&text, "test"),
-            [
-                "npm install --no-audit --no-fund",
-                "npm pack --dry-run --ignore-scripts"
-            ]
+            runs(&text, "build"),
+            ["npm pack --dry-run --ignore-scripts"]
         );
         assert!(
-            !text.contains("npm test"),
+            !runs(&text, "test").iter().any(|r| r.contains("npm test")),
             "placeholder test script must not run:\n{text}"
         );
-        assert!(!text.contains("npm ci"));
+        let all: Vec<String> = ["validate", "test", "build"]
+            .iter()
+            .flat_map(|job| runs(&text, job))
+            .collect();
+        assert!(!all.iter().any(|r| r.contains("npm ci")), "{text}");
         assert!(text.contains("for a Node.js project"));
     }
 
@@ -1337,18 +1362,18 @@ mod tests {
             ),
             ("yarn.lock", "__metadata:\n  version: 8\n"),
         ]);
-        let tools = Tools {
-            corepack: true,
-            ..Tools::default()
-        };
-        let text = generate(dir.path(), &tools);
+        let text = generate(dir.path(), &all_tools());
         assert_eq!(
             runs(&text, "build"),
-            [
-                "corepack yarn install --immutable",
-                "corepack yarn run build"
-            ]
+            ["yarn install --immutable", "yarn run build"]
         );
+        // No yarn here: npm, with a note.
+        let text = generate(dir.path(), &Tools::default());
+        assert_eq!(
+            runs(&text, "build"),
+            ["npm install --no-audit --no-fund", "npm run build"]
+        );
+        assert!(text.contains("yarn.lock asks for yarn, but yarn is not installed here"));
 
         let dir = project(&[
             ("package.json", r#"{ "scripts": { "lint": "eslint ." } }"#),
@@ -1359,13 +1384,13 @@ mod tests {
             runs(&text, "validate"),
             ["pnpm install --frozen-lockfile", "pnpm run lint"]
         );
-        // No pnpm and no corepack: npm, with a note.
+        // No pnpm here: npm, with a note.
         let text = generate(dir.path(), &Tools::default());
         assert_eq!(
             runs(&text, "validate"),
             ["npm install --no-audit --no-fund", "npm run lint"]
         );
-        assert!(text.contains("pnpm is not installed here"));
+        assert!(text.contains("but pnpm is not installed here"), "{text}");
     }
 
     #[test]
@@ -1396,7 +1421,13 @@ mod tests {
         // Without the build frontend, it goes into a virtualenv; without pytest, unittest.
         let text = generate(dir.path(), &Tools::default());
         let build = runs(&text, "build");
-        assert_eq!(build[1], ".venv-build/bin/python -m build");
+        assert_eq!(build.len(), 1);
+        assert!(build[0].contains("\"$venv/bin/python\" -m pip install --quiet build\n"));
+        assert!(
+            build[0].ends_with("\n\"$venv/bin/python\" -m build"),
+            "{}",
+            build[0]
+        );
         assert!(runs(&text, "test")[2].contains(".venv/bin/python -m unittest discover"));
     }
 
@@ -1430,7 +1461,7 @@ mod tests {
         let test = runs(&text, "test");
         assert_eq!(test.len(), 1);
         assert!(test[0].contains("python3 -m unittest discover"));
-        assert!(!text.contains(".venv"));
+        assert!(!text.contains(".venv/bin"));
         assert_eq!(runs(&text, "build"), [COMPILEALL]);
     }
 
@@ -1468,10 +1499,25 @@ mod tests {
     }
 
     #[test]
+    fn wraps_long_comments() {
+        let mut out = String::new();
+        let text = "word ".repeat(40);
+        write_comment(&mut out, 4, &text);
+        assert!(out.lines().count() > 1);
+        for line in out.lines() {
+            assert!(line.starts_with("    # word"), "{line:?}");
+            assert!(line.len() <= COMMENT_WIDTH, "{line:?}");
+        }
+    }
+
+    #[test]
     fn quotes_names_that_yaml_would_misread() {
         assert_eq!(yaml_scalar("my-app"), "my-app");
         assert_eq!(yaml_scalar("true"), "\"true\"");
         assert_eq!(yaml_scalar("123"), "\"123\"");
+        assert_eq!(yaml_scalar(".5"), "\".5\"");
+        assert_eq!(yaml_scalar(".inf"), "\".inf\"");
+        assert_eq!(yaml_scalar(".venv/bin/python"), ".venv/bin/python");
         assert_eq!(yaml_scalar("a: b"), "\"a: b\"");
         assert_eq!(yaml_scalar("#x"), "\"#x\"");
         assert_eq!(yaml_scalar("say \"hi\""), "say \"hi\"");

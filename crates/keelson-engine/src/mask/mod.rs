@@ -40,6 +40,13 @@
 //!
 //! [`LineStream`] masks per line, see its documentation for line splitting, `::add-mask::`
 //! commands and over-long lines.
+//!
+//! Known limits: a secret added while part of a line has already been emitted (as a piece of an
+//! over-long line) does not apply retroactively to that part; base64 wrapped across lines, other
+//! encodings (hex, `\uXXXX`-escaped non-ASCII, partially percent-encoded) and secrets split across
+//! lines of output are not recognised; the repeat-until-clean pass runs per emitted piece, so an
+//! occurrence re-formed by a mask exactly at a piece boundary of an over-long line is not caught
+//! (it reveals no secret bytes).
 
 mod forms;
 mod stream;

@@ -246,7 +246,7 @@ fn invalid_utf8_replaced_after_masking() {
 #[test]
 fn add_mask_command() {
     let masker = Masker::new();
-    let mut out = stream_chunks(
+    let out = stream_chunks(
         &masker,
         &[
             b"before s3cr3t-val\n  ::add-mask::  s3cr3t-",
@@ -255,7 +255,7 @@ fn add_mask_command() {
         ],
     );
     assert_eq!(
-        out.drain(..).collect::<Vec<_>>(),
+        out,
         [
             "before s3cr3t-val",
             "::add-mask::***",
@@ -293,6 +293,14 @@ fn add_mask_applies_to_other_stream_of_same_masker() {
     );
     assert_eq!(stderr.push(b"123456\n"), ["two ***"]);
     assert_eq!(stderr.push(b"three tok-123456\n"), ["three ***"]);
+}
+
+#[test]
+fn shareable_across_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Masker>();
+    send::<LineStream>();
 }
 
 #[test]
@@ -407,6 +415,19 @@ fn long_run_of_overlapping_matches_is_bounded_and_masked() {
     assert!(
         pieces.iter().all(|p| p.chars().all(|c| c == '*')),
         "{pieces:?}"
+    );
+}
+
+#[test]
+fn match_cut_by_a_piece_is_masked_in_the_next_piece() {
+    // One masked region from the start of the line past the cut: the piece ends inside it and
+    // the rest of the region starts the next piece as `***`.
+    let masker = masker_with(&["aaaa"]);
+    let line = format!("{}{}", "a".repeat(LINE_LIMIT + 2), "b".repeat(100));
+    let pieces = stream_chunks(&masker, &[line.as_bytes(), b"\n"]);
+    assert_eq!(
+        pieces,
+        ["***".to_owned(), format!("***{}", "b".repeat(100))]
     );
 }
 

@@ -524,7 +524,8 @@ async fn run_in_workspace(
             failed: job_failed,
             cancelled: cancel.is_cancelled(),
         };
-        let name = step_name(step, &contexts);
+        // A `name:` may render secrets; it goes into events and the run record.
+        let name = shared.masker.mask_str(&step_name(step, &contexts));
 
         let finish_step =
             |log: &mut StepLog, result: Outcome, exit_code: Option<i32>, why: Option<String>| {

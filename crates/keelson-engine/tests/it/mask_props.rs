@@ -206,6 +206,26 @@ proptest! {
     }
 
     #[test]
+    fn overlapping_secrets_masked_as_one_region(
+        x in "[a-zA-Z0-9%+/=é日🦀-]{2,5}",
+        y in "[a-zA-Z0-9%+/=é日🦀-]{1,3}",
+        z in "[a-zA-Z0-9%+/=é日🦀-]{2,5}",
+        before in "[ .,;]{0,5}",
+        after in "[ .,;]{0,5}",
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let (first, second) = (format!("{x}{y}"), format!("{y}{z}"));
+        prop_assume!(first.len() >= 4 && second.len() >= 4);
+        let masker = Masker::new();
+        masker.add_secret(&first).unwrap();
+        masker.add_secret(&second).unwrap();
+        let text = format!("{before}{x}{y}{z}{after}\n");
+        let cuts: Vec<usize> = cuts.iter().map(|c| c % (text.len() + 1)).collect();
+        let out = run(&masker, &chunked(text.as_bytes(), &cuts));
+        prop_assert_eq!(out, vec![format!("{before}***{after}")]);
+    }
+
+    #[test]
     fn add_mask_command_never_shows_value(
         value in long_line(),
         before in filler(),
@@ -261,14 +281,15 @@ proptest! {
     #[test]
     fn long_lines_never_split_a_secret(
         secret in long_line(),
-        offset in 0usize..200,
-        chunk in prop_oneof![1usize..4096, 60_000usize..70_000],
+        offset in 60usize..110,
+        chunk in prop_oneof![1usize..16, 16usize..4096, 60_000usize..70_000],
         form in 0usize..8,
     ) {
         let masker = Masker::new();
         masker.add_secret(&secret).unwrap();
         let forms = embeddings(&secret, b"", b"");
         let (embedded, forbidden) = forms[form % forms.len()].clone();
+        // The first copy starts within 40 bytes of the first piece boundary (64 KiB).
         let mut text = ".".repeat(64 * 1024 - 100 + offset);
         text.push_str(&embedded);
         text.push_str(&".".repeat(300));

@@ -326,7 +326,10 @@ fn glob_semantics_table() {
         (&["**"], ALL),
         // `*` matches the top-level directories too, and a directory means everything below it.
         (&["*"], ALL),
-        (&["*", "!*/**"], &[".env", "a.txt", "b.txt", "c.md", "dist-link"]),
+        (
+            &["*", "!*/**"],
+            &[".env", "a.txt", "b.txt", "c.md", "dist-link"],
+        ),
         // Symlinks are listed, never followed.
         (&["dist-link"], &["dist-link"]),
         (&["dist-link/**"], &[]),
@@ -1150,4 +1153,24 @@ fn artifacts_refuse_symlinks_leading_outside() {
         .collect(ws.path(), &strings(&["dangling"]))
         .unwrap_err();
     assert!(err.to_string().contains("dangling"), "{err}");
+}
+
+#[test]
+fn roots_reached_through_a_symlink_work() {
+    let tmp = glob_fixture();
+    let parent = TempDir::new().unwrap();
+    let via = parent.path().join("via");
+    symlink(tmp.path(), &via).unwrap();
+    assert_eq!(
+        glob_files(&via, &strings(&["*.txt"])).unwrap(),
+        paths(&["a.txt", "b.txt"])
+    );
+    assert_eq!(
+        glob_files(&via, &strings(&["**/x1.rs"])).unwrap(),
+        paths(&["src/util/x1.rs"])
+    );
+    assert_eq!(
+        source_files(&via).unwrap(),
+        glob_files(tmp.path(), &strings(&["**"])).unwrap()
+    );
 }

@@ -176,9 +176,11 @@ fn property<'v>(value: Cow<'v, Value>, name: &str) -> Option<Cow<'v, Value>> {
 fn element<'v>(value: Cow<'v, Value>, index: &Value) -> Option<Cow<'v, Value>> {
     match &*value {
         Value::Array(items) => {
+            if !matches!(index, Value::Number(_) | Value::String(_)) {
+                return None;
+            }
             let n = to_number(index);
-            if !(n >= 0.0 && n.is_finite()) || !matches!(index, Value::Number(_) | Value::String(_))
-            {
+            if !(n >= 0.0 && n.is_finite()) {
                 return None;
             }
             let i = n.trunc() as usize;

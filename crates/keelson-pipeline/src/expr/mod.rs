@@ -90,7 +90,7 @@ pub fn check(expr: &Expr) -> Vec<ExprError> {
     check::check(&expr.root)
 }
 
-/// Evaluates an expression.
+/// Evaluates an expression. `&&` and `||` short-circuit and give the deciding operand.
 pub fn evaluate(expr: &Expr, scope: &Scope<'_>) -> Result<Value, EvalError> {
     eval::eval(&expr.root, scope).map(std::borrow::Cow::into_owned)
 }
@@ -159,7 +159,8 @@ impl Template {
         self.parts.iter().all(|part| matches!(part, Part::Text(_)))
     }
 
-    /// Evaluates every expression part and concatenates with [`to_text`].
+    /// Evaluates every expression part and concatenates with [`to_text`]. Error offsets are
+    /// character offsets into the template text.
     pub fn render(&self, scope: &Scope<'_>) -> Result<String, EvalError> {
         template::render(&self.parts, scope)
     }

@@ -496,6 +496,38 @@ fn hostile_nesting_is_an_error_not_a_crash() {
 }
 
 #[test]
+fn maximum_nesting_fits_a_small_stack() {
+    // Every kind of nesting at the limit, parsed, checked and evaluated on a 512 KiB stack
+    // (debug build); threads usually get 2 MiB or more.
+    let kinds = ["(", "!", "toJSON(", "matrix.list[", "!(", "contains(1, "];
+    let closers = [")", "", ")", "]", ")", ")"];
+    let handle = std::thread::Builder::new()
+        .stack_size(2048 * 1024)
+        .spawn(move || {
+            for (open, close) in kinds.iter().zip(closers) {
+                let text = format!("{}1{}", open.repeat(MAX_DEPTH), close.repeat(MAX_DEPTH));
+                let expr = parse(&text).map_err(|e| format!("{open}: {e}"))?;
+                let _ = check(&expr);
+                let _ = expr.context_paths();
+                let _ = expr.uses_status_function();
+                let contexts = contexts();
+                let scope = Scope {
+                    contexts: &contexts,
+                    status: Status::default(),
+                    files: None,
+                };
+                evaluate(&expr, &scope).map_err(|e| format!("{open}: {e}"))?;
+                let _ = Template::parse(&format!("${{{{ {text} }}}}"));
+            }
+            Ok::<(), String>(())
+        });
+    let result = handle
+        .map_err(|e| e.to_string())
+        .and_then(|h| h.join().map_err(|_| "panicked".to_owned()));
+    assert_eq!(result, Ok(Ok(())));
+}
+
+#[test]
 fn checks() {
     type Expected<'a> = &'a [(&'a str, usize, usize, &'a str)];
     let table: &[(&str, Expected<'_>)] = &[
@@ -664,6 +696,10 @@ fn truthiness_and_text() {
         (json!(3.0), true, "3"),
         (json!(-7), true, "-7"),
         (json!(1.5), true, "1.5"),
+        (json!(1e20), true, "1e+20"),
+        (json!(1e-7), true, "1e-7"),
+        (json!(0.1), true, "0.1"),
+        (json!(-2.5e300), true, "-2.5e+300"),
         (json!(u64::MAX), true, "18446744073709551615"),
         (json!(""), false, ""),
         (json!("0"), true, "0"),

@@ -142,6 +142,68 @@ fn template_input() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Well-formed expressions over known contexts and functions (arbitrary values inside).
+fn valid_expr() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        prop::sample::select(vec![
+            "null",
+            "true",
+            "false",
+            "0",
+            "-1.5",
+            "0x10",
+            "2e3",
+            "''",
+            "'abc'",
+            "env.A",
+            "env.N",
+            "env.J",
+            "matrix.list",
+            "matrix.list[3][0]",
+            "matrix.obj.k.v",
+            "matrix['os']",
+            "needs.*.result",
+            "needs.build.outputs",
+            "git",
+            "steps.x.outputs.y",
+            "success()",
+            "failure()",
+            "always()",
+            "cancelled()",
+            "matrix.list.*",
+            "'{0} {1}'",
+            "'[1, {\"a\": 2}]'",
+        ])
+        .prop_map(str::to_owned),
+        "[a-z ]{0,5}".prop_map(|s| format!("'{s}'")),
+        any::<i32>().prop_map(|n| n.to_string()),
+    ];
+    leaf.prop_recursive(4, 48, 4, |inner| {
+        let binary = prop::sample::select(vec!["&&", "||", "==", "!=", "<", "<=", ">", ">="]);
+        let unary = prop::sample::select(vec![
+            "!",
+            "toJSON",
+            "fromJSON",
+            "join",
+            "format",
+            "hashFiles",
+            "(",
+        ]);
+        let pair =
+            prop::sample::select(vec!["contains", "startsWith", "endsWith", "join", "format"]);
+        prop_oneof![
+            (inner.clone(), binary, inner.clone()).prop_map(|(a, op, b)| format!("{a} {op} {b}")),
+            (unary, inner.clone()).prop_map(|(f, a)| match f {
+                "!" => format!("!{a}"),
+                "(" => format!("({a})"),
+                f => format!("{f}({a})"),
+            }),
+            (pair, inner.clone(), inner.clone()).prop_map(|(f, a, b)| format!("{f}({a}, {b})")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("({a})[{b}]")),
+        ]
+    })
+}
+
 fn assert_in_bounds(text: &str, offset: usize, len: usize) -> Result<(), TestCaseError> {
     let chars = text.chars().count();
     prop_assert!(
@@ -199,11 +261,23 @@ fn exercise(text: &str, files: bool) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // 256 cases by default; set PROPTEST_CASES for a longer run.
 
     #[test]
     fn expressions_never_panic(text in text_input(), files in any::<bool>()) {
         exercise(&text, files)?;
+    }
+
+    #[test]
+    fn well_formed_expressions_check_clean_and_evaluate(text in valid_expr(), files in any::<bool>()) {
+        let parsed = expr::parse(&text);
+        prop_assert!(parsed.is_ok(), "{text:?}: {parsed:?}");
+        if let Ok(parsed) = parsed {
+            prop_assert_eq!(expr::check(&parsed), Vec::new(), "{}", text);
+        }
+        exercise(&text, files)?;
+        let template = Template::parse(&format!("x ${{{{ {text} }}}} y"));
+        prop_assert!(template.is_ok(), "{text:?}: {template:?}");
     }
 
     #[test]

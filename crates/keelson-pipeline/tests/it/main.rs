@@ -3,3 +3,4 @@
 mod expr_props;
 mod validate;
 mod load_props;
+mod purity;

@@ -1,0 +1,18 @@
+//! Integration tests of the `keelson` binary: real pipelines run by the built binary, with real
+//! bash processes, temporary projects and data directories (see `support`).
+
+mod artifacts;
+mod cache;
+mod cli;
+mod conditions;
+mod dag;
+mod env;
+mod masking;
+mod matrix;
+mod outputs;
+mod retries;
+mod signals;
+mod step_cache;
+mod support;
+mod timeouts;
+mod workspace;
