@@ -148,7 +148,6 @@ fn graph_command(args: &GraphArgs) -> anyhow::Result<u8> {
                 } else {
                     out.push_str(&format!("  {}  ← {}\n", job.id, needs.join(", ")));
                 }
-                let _ = index;
             }
         }
     }

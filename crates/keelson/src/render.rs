@@ -99,6 +99,7 @@ pub async fn render(
 
 /// Like [`render`] but writes to `out`: [`Mode::Json`] as NDJSON, [`Mode::Plain`] and
 /// [`Mode::Live`] both as plain lines (a live view needs a terminal).
+#[cfg(test)]
 pub async fn render_to<W: Write + Send>(
     mut events: UnboundedReceiver<Event>,
     options: RenderOptions,

@@ -1026,7 +1026,6 @@ async fn run_command(
     while let Some(chunk) = receiver.recv().await {
         handle(chunk, log);
     }
-    drop(handle);
     for (stream, rest) in [
         (Stream::Stdout, stdout.finish()),
         (Stream::Stderr, stderr.finish()),
@@ -1038,12 +1037,15 @@ async fn run_command(
     exit
 }
 
+/// A step's script, its environment entries and its working directory, rendered.
+type RenderedStep = (String, Vec<(String, String)>, Option<String>);
+
 fn render_step(
     step: &Step,
     contexts: &Contexts<'_>,
     mut env: IndexMap<String, String>,
     vars: &IndexMap<String, String>,
-) -> Result<(String, Vec<(String, String)>, Option<String>), ExpressionFailure> {
+) -> Result<RenderedStep, ExpressionFailure> {
     let mut scratch = Contexts {
         map: contexts.map.clone(),
         sources: contexts.sources,
@@ -1140,7 +1142,7 @@ pub fn human(duration: Duration) -> String {
         format!("{millis}ms")
     } else if millis < 60_000 {
         let tenths = millis / 100;
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{}s", tenths / 10)
         } else {
             format!("{}.{}s", tenths / 10, tenths % 10)

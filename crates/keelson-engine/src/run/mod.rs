@@ -185,18 +185,9 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let started_ms = now_ms();
-    let store = RunStore::new(&options.data_dir);
-    let number = store.next_number()?;
-    let run_id = RunId::new(started_ms).to_string();
-    let run_dir = store.run_dir(&run_id);
-    let work_dir = options.data_dir.join("work").join(&run_id);
-    for dir in [&run_dir, &work_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
 
+    // Everything that can refuse the run comes before anything is written to the data dir, so a
+    // refused run leaves no empty run or work directory behind.
     // Secrets: every secret a planned job or step asks for must resolve; all are masked everywhere.
     let secret_source = SecretSource::load(
         &options.root,
@@ -233,10 +224,21 @@ pub async fn run(
     source_files.retain(|path| path != secrets_file);
 
     let inherited_env = context::inherited_env(&options.environment);
+    let store = RunStore::new(&options.data_dir);
+    let number = store.next_number()?;
+    let run_id = RunId::new(started_ms).to_string();
     // Render the pipeline env (it may use `git`/`keelson`/earlier `env`), then apply --var.
     let base = base_contexts(&options.git, &run_id, number, None, None);
     let pipeline_env = job::render_pipeline_env(&pipeline, &sources, base, &options.vars)
         .map_err(|failure| RunError::PipelineEnv(failure.to_string()))?;
+    let run_dir = store.run_dir(&run_id);
+    let work_dir = options.data_dir.join("work").join(&run_id);
+    for dir in [&run_dir, &work_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let shared = Arc::new(Shared {
         pipeline_env,
         caches: CacheStore::new(&options.data_dir),
@@ -417,10 +419,12 @@ async fn schedule(shared: &Arc<Shared>, cancel: &CancellationToken) -> Vec<Optio
         }
         let job = &shared.pipeline.jobs[&planned.job_id];
         let fail_fast = job.matrix.as_ref().is_some_and(|m| m.fail_fast);
-        if done.outcome == Outcome::Failure && fail_fast && !job.continue_on_error {
-            if let Some(token) = group_tokens.get(planned.job_id.as_str()) {
-                token.cancel();
-            }
+        if done.outcome == Outcome::Failure
+            && fail_fast
+            && !job.continue_on_error
+            && let Some(token) = group_tokens.get(planned.job_id.as_str())
+        {
+            token.cancel();
         }
         state[index] = State::Done;
         results[index] = Some(done);

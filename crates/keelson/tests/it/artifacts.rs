@@ -85,3 +85,31 @@ jobs:
     run.assert_code(0);
     assert_eq!(run.log_lines("c"), ["from-a", "from-b"]);
 }
+
+#[test]
+fn artifact_pattern_matching_nothing_is_a_warning() {
+    let project = Project::new(
+        r#"
+jobs:
+  build:
+    artifacts:
+      paths: [missing/*.bin, made.txt]
+    steps:
+      - run: echo made > made.txt
+  use:
+    needs: [build]
+    steps:
+      - run: cat made.txt
+"#,
+    );
+    let run = project.run(&[]);
+    run.assert_code(0);
+    assert!(
+        run.system_lines("build")
+            .iter()
+            .any(|l| l.contains("warning") && l.contains("missing/*.bin")),
+        "{:?}",
+        run.system_lines("build")
+    );
+    assert_eq!(run.log_lines("use"), ["made"]);
+}

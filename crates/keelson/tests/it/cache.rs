@@ -32,10 +32,16 @@ fn cache_miss_saves_and_next_run_hits_with_the_files_restored() {
     let project = Project::new(&pipeline("deps-v1"));
     let first = project.run(&[]);
     first.assert_code(0);
-    assert_eq!(first.job_finished("deps")["cache"], json!({"status": "miss"}));
+    assert_eq!(
+        first.job_finished("deps")["cache"],
+        json!({"status": "miss"})
+    );
     assert_eq!(first.log_lines("deps"), ["built"]);
     assert!(
-        first.system_lines("deps").iter().any(|l| l.contains("cache saved")),
+        first
+            .system_lines("deps")
+            .iter()
+            .any(|l| l.contains("cache saved")),
         "{:?}",
         first.system_lines("deps")
     );
@@ -90,5 +96,35 @@ jobs:
     project.run(&[]).assert_code(1);
     let again = project.run(&[]);
     again.assert_code(1);
-    assert_eq!(again.job_finished("deps")["cache"], json!({"status": "miss"}));
+    assert_eq!(
+        again.job_finished("deps")["cache"],
+        json!({"status": "miss"})
+    );
+}
+
+#[test]
+fn corrupt_cache_archive_is_a_warning_and_a_miss() {
+    let project = Project::new(&pipeline("deps-v1"));
+    project.run(&[]).assert_code(0);
+    let archives: Vec<_> = project
+        .data_files()
+        .into_iter()
+        .filter(|f| f.to_string_lossy().ends_with(".tar.gz"))
+        .collect();
+    assert!(!archives.is_empty(), "no cache archive was written");
+    for archive in &archives {
+        std::fs::write(archive, b"this is not a gzip archive").unwrap();
+    }
+
+    let run = project.run(&[]);
+    run.assert_code(0);
+    assert_eq!(run.job_finished("deps")["cache"], json!({"status": "miss"}));
+    assert_eq!(run.log_lines("deps"), ["built"]);
+    assert!(
+        run.system_lines("deps")
+            .iter()
+            .any(|l| l.contains("warning")),
+        "{:?}",
+        run.system_lines("deps")
+    );
 }

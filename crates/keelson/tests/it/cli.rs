@@ -28,7 +28,11 @@ fn invalid_pipeline_exits_2_with_located_diagnostics_and_runs_nothing() {
         "unclosed `${{`",
         ".keelson.yml:9:19",
     ] {
-        assert!(run.stderr.contains(expected), "missing `{expected}`\n{}", run.dump());
+        assert!(
+            run.stderr.contains(expected),
+            "missing `{expected}`\n{}",
+            run.dump()
+        );
     }
     assert!(run.events.is_empty(), "events were emitted\n{}", run.dump());
     assert!(!project.scratch("ran").exists(), "a step ran");
@@ -60,7 +64,10 @@ jobs:
     let output = project.keelson(&["validate"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("is valid: 1 job(s), 2 after matrix expansion"), "{stdout}");
+    assert!(
+        stdout.contains("is valid: 1 job(s), 2 after matrix expansion"),
+        "{stdout}"
+    );
     assert!(!project.data.exists(), "validate wrote to the data dir");
 }
 
@@ -76,7 +83,11 @@ jobs:
     );
     let run = project.run(&["nosuchjob"]);
     run.assert_code(2);
-    assert!(run.stderr.contains("no job named `nosuchjob`"), "{}", run.dump());
+    assert!(
+        run.stderr.contains("no job named `nosuchjob`"),
+        "{}",
+        run.dump()
+    );
     assert!(!project.scratch("ran").exists());
 }
 
@@ -235,4 +246,68 @@ fn logs_without_runs_fails_cleanly() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no runs"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let project = Project::new(
+        r#"
+jobs:
+  build:
+    steps:
+      - run: touch @SCRATCH@/ran
+"#,
+    );
+    for args in [
+        &["run", "--json", "--plain"][..],
+        &["run", "--var", "NOEQUALS"],
+        &["run", "--kill-grace", "soon"],
+        &["frobnicate"],
+    ] {
+        let output = project.keelson(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "keelson {args:?}: {output:?}"
+        );
+        assert!(
+            !output.stderr.is_empty(),
+            "keelson {args:?} printed no error"
+        );
+    }
+    assert!(!project.scratch("ran").exists());
+}
+
+#[test]
+fn expression_error_at_run_time_fails_the_job_with_its_location() {
+    let project = Project::new(
+        r#"
+jobs:
+  gate:
+    if: fromJSON('not json')
+    steps:
+      - run: touch @SCRATCH@/gate-ran
+  render:
+    steps:
+      - run: echo "${{ fromJSON('{bad') }}"
+      - if: always()
+        run: echo cleanup
+"#,
+    );
+    let run = project.run(&[]);
+    run.assert_code(1);
+    assert_eq!(run.outcome("gate"), "failure");
+    assert!(
+        run.reason("gate").starts_with(".keelson.yml:4:9:"),
+        "{}",
+        run.reason("gate")
+    );
+    assert!(!project.scratch("gate-ran").exists());
+    assert_eq!(run.outcome("render"), "failure");
+    assert!(
+        run.reason("render").starts_with(".keelson.yml:9:24:"),
+        "{}",
+        run.reason("render")
+    );
+    assert_eq!(run.log_lines("render"), ["cleanup"]);
 }

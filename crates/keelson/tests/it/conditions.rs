@@ -127,7 +127,11 @@ fn job_without_if_is_skipped_after_a_failed_need() {
     for job in ["after-bad", "after-after"] {
         assert_eq!(run.outcome(job), "skipped", "{}", run.dump());
         assert!(!run.started(job));
-        assert!(run.reason(job).contains("did not succeed"), "{}", run.reason(job));
+        assert!(
+            run.reason(job).contains("did not succeed"),
+            "{}",
+            run.reason(job)
+        );
     }
     assert_eq!(run.outcome("good"), "success");
     assert_eq!(run.run_result(), "failure");
@@ -167,4 +171,36 @@ jobs:
         ["failure", "skipped", "success", "skipped", "success"]
     );
     assert_eq!(run.step_finished("build", 0)["exit_code"], 2);
+}
+
+#[test]
+fn if_expression_without_status_function_implies_success() {
+    let project = project_with(
+        r#"
+  deploy:
+    needs: [good]
+    if: env.DEPLOY == 'yes'
+    steps:
+      - run: echo deploying
+  deploy-after-bad:
+    needs: [bad]
+    if: env.DEPLOY == 'yes'
+    steps:
+      - run: echo deploying
+"#,
+    );
+    let run = project.run(&[]);
+    run.assert_code(1);
+    assert_eq!(run.outcome("deploy"), "skipped");
+    assert!(
+        run.reason("deploy").contains("was false"),
+        "{}",
+        run.reason("deploy")
+    );
+
+    let run = project.run(&["--var", "DEPLOY=yes"]);
+    run.assert_code(1);
+    assert_eq!(run.outcome("deploy"), "success");
+    assert_eq!(run.log_lines("deploy"), ["deploying"]);
+    assert_eq!(run.outcome("deploy-after-bad"), "skipped");
 }

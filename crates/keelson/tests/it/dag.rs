@@ -77,6 +77,37 @@ fn independent_jobs_do_not_overlap_with_one_slot() {
         "with -j 1 the jobs overlapped: left {left:?}, right {right:?}"
     );
     for span in [left, right] {
-        assert!(span.1 - span.0 >= 500, "a job took less than its sleep: {span:?}");
+        assert!(
+            span.1 - span.0 >= 500,
+            "a job took less than its sleep: {span:?}"
+        );
+    }
+}
+
+#[test]
+fn job_needing_a_matrix_waits_for_every_combination() {
+    let project = Project::new(
+        r#"
+jobs:
+  test:
+    matrix:
+      n: [1, 2, 3]
+    steps:
+      - run: sleep 0.${{ matrix.n }}
+  deploy:
+    needs: [test]
+    steps:
+      - run: echo deploy
+"#,
+    );
+    let run = project.run(&["-j", "4"]);
+    run.assert_code(0);
+    let deploy = run.position("job_started", "deploy");
+    for id in ["test (1)", "test (2)", "test (3)"] {
+        assert!(
+            deploy > run.position("job_finished", id),
+            "deploy started before {id} finished\n{}",
+            run.dump()
+        );
     }
 }

@@ -13,6 +13,7 @@ mod outputs;
 mod retries;
 mod signals;
 mod step_cache;
+mod steps;
 mod support;
 mod timeouts;
 mod workspace;

@@ -98,7 +98,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
@@ -186,7 +190,10 @@ fn secrets_are_masked_in_json_and_plain_output_and_every_data_file() {
     let plain = plain.output().expect("run keelson --plain");
     assert_eq!(plain.status.code(), Some(0), "{plain:?}");
     let plain_stdout = String::from_utf8_lossy(&plain.stdout);
-    assert!(plain_stdout.contains("raw ENV_SECRET: ***"), "{plain_stdout}");
+    assert!(
+        plain_stdout.contains("raw ENV_SECRET: ***"),
+        "{plain_stdout}"
+    );
     assert_clean("the --plain output", &plain.stdout);
     assert_clean("stderr of the --plain run", &plain.stderr);
 
@@ -199,7 +206,9 @@ fn secrets_are_masked_in_json_and_plain_output_and_every_data_file() {
         "no run record in {files:?}"
     );
     assert!(
-        files.iter().any(|f| f.components().any(|c| c.as_os_str() == "step-cache")),
+        files
+            .iter()
+            .any(|f| f.components().any(|c| c.as_os_str() == "step-cache")),
         "no step-cache entry in {files:?}"
     );
     for file in files {
@@ -247,6 +256,24 @@ jobs:
     );
     assert!(!run.stderr.contains("q7%"), "the message shows the secret");
     assert!(run.of_kind("job_started").next().is_none(), "a job ran");
+    assert_nothing_left(&project);
+}
+
+/// A refused run leaves no run or work directory in the data dir.
+#[track_caller]
+fn assert_nothing_left(project: &Project) {
+    for sub in ["runs", "work"] {
+        let dirs: Vec<_> = std::fs::read_dir(project.data.join(sub))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "a refused run left {dirs:?} behind");
+    }
 }
 
 #[test]
@@ -264,4 +291,68 @@ jobs:
     run.assert_code(2);
     assert!(run.stderr.contains("NOT_SET_ANYWHERE"), "{}", run.dump());
     assert!(run.of_kind("job_started").next().is_none());
+    assert_nothing_left(&project);
+}
+
+#[test]
+fn environment_wins_over_the_secrets_file() {
+    let project = Project::new(
+        r#"
+jobs:
+  show:
+    secrets: [TOKEN]
+    steps:
+      - run: |
+          [ "$TOKEN" = from-the-environment ] && echo "environment wins"
+"#,
+    );
+    project.write(".keelson/secrets.env", "TOKEN=from-the-file\n");
+    let run = project.run_with_env(&[], &[("TOKEN", "from-the-environment")]);
+    run.assert_code(0);
+    assert_eq!(run.log_lines("show"), ["environment wins"]);
+}
+
+#[test]
+fn step_secret_is_only_in_that_steps_environment() {
+    let project = Project::new(
+        r#"
+jobs:
+  show:
+    steps:
+      - secrets: [STEP_TOKEN]
+        run: echo "first ${#STEP_TOKEN} $STEP_TOKEN"
+      - run: echo "second ${STEP_TOKEN:-unset}"
+"#,
+    );
+    let run = project.run_with_env(&[], &[("STEP_TOKEN", "step-only-token")]);
+    run.assert_code(0);
+    assert_eq!(run.log_lines("show"), ["first 15 ***", "second unset"]);
+}
+
+#[test]
+fn secret_in_a_cache_key_is_not_stored_in_plain_text() {
+    let project = Project::new(
+        r#"
+jobs:
+  deps:
+    secrets: [REGISTRY_TOKEN]
+    cache:
+      key: deps-${{ secrets.REGISTRY_TOKEN }}
+      paths: [vendor]
+    steps:
+      - run: mkdir -p vendor && echo lib > vendor/lib.txt
+"#,
+    );
+    let token = "registry-token-0042";
+    let run = project.run_with_env(&[], &[("REGISTRY_TOKEN", token)]);
+    run.assert_code(0);
+    assert!(!run.stdout.contains(token), "{}", run.dump());
+    for file in project.data_files() {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(token),
+            "the secret is stored in plain text in {}",
+            file.display()
+        );
+    }
 }

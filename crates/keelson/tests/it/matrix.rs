@@ -90,7 +90,10 @@ jobs:
         .map(|&(start, _)| spans.iter().filter(|s| s.0 <= start && start < s.1).count())
         .max()
         .unwrap_or(0);
-    assert_eq!(most, 2, "max-parallel 2 not respected (or no parallelism): {spans:?}");
+    assert_eq!(
+        most, 2,
+        "max-parallel 2 not respected (or no parallelism): {spans:?}"
+    );
 }
 
 const FAIL_FAST: &str = r#"
@@ -109,11 +112,7 @@ jobs:
 
 #[test]
 fn matrix_fail_fast_cancels_running_and_pending_siblings() {
-    let project = Project::new(
-        &FAIL_FAST
-            .replace("FAIL_FAST", "true")
-            .replace("SLEEP", "5"),
-    );
+    let project = Project::new(&FAIL_FAST.replace("FAIL_FAST", "true").replace("SLEEP", "5"));
     let run = project.run(&["-j", "4"]);
     run.assert_code(1);
     assert_eq!(run.outcome("test (1)"), "failure");
@@ -124,7 +123,10 @@ fn matrix_fail_fast_cancels_running_and_pending_siblings() {
         assert!(ms < 3000, "{id} was not stopped promptly: {ms} ms");
         assert!(!run.log_lines(id).iter().any(|l| l.starts_with("done")));
     }
-    assert!(!run.started("test (4)"), "a pending sibling started after the failure");
+    assert!(
+        !run.started("test (4)"),
+        "a pending sibling started after the failure"
+    );
     assert_eq!(run.outcome("test (4)"), "cancelled");
     assert!(
         run.reason("test (4)").contains("fail-fast"),
@@ -148,4 +150,51 @@ fn matrix_without_fail_fast_lets_siblings_finish() {
         assert_eq!(run.outcome(&id), "success", "{}", run.dump());
         assert_eq!(run.log_lines(&id), [format!("done {n}")]);
     }
+}
+
+#[test]
+fn needed_matrix_reports_failure_if_any_combination_failed_and_merges_outputs() {
+    let project = Project::new(
+        r#"
+jobs:
+  test:
+    matrix:
+      n: [1, 2]
+      fail-fast: false
+    steps:
+      - run: |
+          echo "from${{ matrix.n }}=yes" >> "$KEELSON_OUTPUT"
+          [ "${{ matrix.n }}" = 1 ]
+  report:
+    needs: [test]
+    if: always()
+    steps:
+      - run: echo "${{ needs.test.result }} ${{ needs.test.outputs.from1 }} ${{ needs.test.outputs.from2 }}"
+"#,
+    );
+    let run = project.run(&[]);
+    run.assert_code(1);
+    assert_eq!(run.outcome("test (1)"), "success");
+    assert_eq!(run.outcome("test (2)"), "failure");
+    assert_eq!(run.log_lines("report"), ["failure yes yes"]);
+}
+
+#[test]
+fn running_a_matrix_job_by_its_key_runs_every_combination() {
+    let project = Project::new(
+        r#"
+jobs:
+  other:
+    steps:
+      - run: "true"
+  test:
+    matrix:
+      n: [1, 2]
+    steps:
+      - run: echo "${{ matrix.n }}"
+"#,
+    );
+    let run = project.run(&["test"]);
+    run.assert_code(0);
+    assert_eq!(run.job_ids(), ["test (1)", "test (2)"]);
 }

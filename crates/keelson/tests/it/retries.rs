@@ -29,7 +29,9 @@ jobs:
     );
     assert_eq!(run.step_finished("flaky", 0)["result"], "success");
     assert!(
-        run.system_lines("flaky").iter().any(|l| l.contains("retrying")),
+        run.system_lines("flaky")
+            .iter()
+            .any(|l| l.contains("retrying")),
         "{:?}",
         run.system_lines("flaky")
     );
@@ -128,4 +130,35 @@ jobs:
     assert_eq!(run.outcome("optional"), "failure");
     assert_eq!(run.log_lines("after"), ["optional was failure"]);
     assert_eq!(run.run_result(), "success");
+}
+
+#[test]
+fn retry_also_follows_a_step_timeout() {
+    let project = Project::new(
+        r#"
+jobs:
+  slow-once:
+    steps:
+      - run: |
+          if [ ! -e "$KEELSON_TEMP/tried" ]; then
+            touch "$KEELSON_TEMP/tried"
+            echo "first attempt hangs"
+            sleep 10
+          fi
+          echo "second attempt is quick"
+        timeout: 300ms
+        retry: 1
+"#,
+    );
+    let run = project.run(&[]);
+    run.assert_code(0);
+    assert_eq!(run.attempts("slow-once", 0), [1, 2]);
+    assert_eq!(
+        run.log_lines("slow-once"),
+        ["first attempt hangs", "second attempt is quick"]
+    );
+    let ms = run.job_finished("slow-once")["duration_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(ms < 4000, "the job took {ms} ms");
 }

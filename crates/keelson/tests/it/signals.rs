@@ -1,6 +1,7 @@
 //! Interrupting `keelson run` with SIGINT/SIGTERM: exit code 130, partial logs kept, every process
 //! of the running step (background grandchildren included) stopped, SIGKILL after `--kill-grace`
-//! for steps that ignore SIGTERM, and `if: cancelled()` cleanup.
+//! for steps that ignore SIGTERM, and `if: cancelled()` cleanup. Also: background processes a
+//! step leaves behind are stopped when its job ends.
 
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,10 @@ fn interrupt_long_step(signal: i32) {
     let run = keelson.finish(Duration::from_secs(20));
     let took = signalled.elapsed();
     run.assert_code(130);
-    assert!(took < Duration::from_secs(4), "exit took {took:?} after the signal");
+    assert!(
+        took < Duration::from_secs(4),
+        "exit took {took:?} after the signal"
+    );
     assert!(
         run.stderr.contains("interrupted"),
         "no interruption notice on stderr\n{}",
@@ -153,4 +157,36 @@ jobs:
         run.dump()
     );
     assert!(project.scratch("cleanup").exists());
+}
+
+#[test]
+fn background_processes_left_by_a_step_are_stopped_when_the_job_ends() {
+    let project = Project::new(
+        r#"
+jobs:
+  server:
+    steps:
+      - run: |
+          sleep 30 &
+          echo $! > "$KEELSON_TEMP/server.pid"
+          ps -o pgid= $$ | tr -d ' ' > @SCRATCH@/pgid
+          echo "started server"
+      - run: |
+          kill -0 "$(cat "$KEELSON_TEMP/server.pid")" && echo "server still running"
+"#,
+    );
+    let started = Instant::now();
+    let run = project.run(&[]);
+    let took = started.elapsed();
+    run.assert_code(0);
+    assert_eq!(
+        run.log_lines("server"),
+        ["started server", "server still running"]
+    );
+    assert!(took < Duration::from_secs(8), "the run took {took:?}");
+    let pgid = read_pgid(&project.scratch("pgid"));
+    assert!(
+        wait_group_gone(pgid, Duration::from_secs(5)),
+        "the background process of group {pgid} outlived its job"
+    );
 }

@@ -2,7 +2,6 @@
 //! of the real `keelson` binary whose NDJSON events are parsed for assertions.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -279,11 +278,6 @@ pub fn read_pgid(path: &Path) -> i32 {
         .unwrap_or_else(|e| panic!("bad pgid `{text}` in {}: {e}", path.display()))
 }
 
-/// Whether a file has any execute bit.
-pub fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
-}
-
 /// One finished `keelson` command: exit code, output, and the NDJSON events of `--json`.
 pub struct Run {
     pub code: i32,
@@ -333,7 +327,11 @@ impl Run {
     }
 
     /// Events of one kind for one job, in order.
-    pub fn of_job<'a>(&'a self, kind: &str, job: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
+    pub fn of_job<'a>(
+        &'a self,
+        kind: &str,
+        job: &str,
+    ) -> impl Iterator<Item = &'a Value> + use<'a> {
         let job = job.to_owned();
         self.of_kind(kind).filter(move |e| e["job"] == job.as_str())
     }

@@ -34,7 +34,9 @@ jobs:
     assert!(!project.dir.join("created.txt").exists());
     let workspace = std::fs::read_to_string(project.scratch("workspace-path")).unwrap();
     assert!(
-        !workspace.trim().starts_with(&project.dir.display().to_string()),
+        !workspace
+            .trim()
+            .starts_with(&project.dir.display().to_string()),
         "the job ran inside the project: {workspace}"
     );
 }
@@ -109,4 +111,20 @@ jobs:
     let run = project.run(&[]);
     run.assert_code(0);
     assert_eq!(run.log_lines("look"), ["absent"]);
+}
+
+#[test]
+fn in_place_runs_in_the_project_directory() {
+    let project = Project::new(
+        r#"
+jobs:
+  write:
+    steps:
+      - run: echo "$PWD" && echo made > made-in-place.txt
+"#,
+    );
+    let run = project.run(&["--in-place"]);
+    run.assert_code(0);
+    assert_eq!(run.log_lines("write"), [project.dir.display().to_string()]);
+    assert_eq!(project.read("made-in-place.txt"), "made\n");
 }
