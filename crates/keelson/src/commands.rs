@@ -132,12 +132,8 @@ fn graph_command(args: &GraphArgs) -> anyhow::Result<u8> {
         let stages = stage.iter().copied().max().map_or(0, |m| m + 1);
         for level in 0..stages {
             out.push_str(&format!("stage {}\n", level + 1));
-            for (index, job) in plan
-                .jobs
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| stage[*i] == level)
-            {
+            let in_stage = plan.jobs.iter().zip(&stage).filter(|(_, s)| **s == level);
+            for (job, _) in in_stage {
                 let needs: Vec<&str> = job
                     .needs
                     .iter()
@@ -188,6 +184,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
             .unwrap_or(2)
     });
     let environment: HashMap<String, String> = std::env::vars().collect();
+    let force_cancel = CancellationToken::new();
     let options = RunOptions {
         git: GitInfo::detect(&root, "local"),
         root,
@@ -196,6 +193,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
         vars: args.vars.into_iter().collect(),
         in_place: args.in_place,
         kill_grace: args.kill_grace,
+        force_cancel: force_cancel.clone(),
         environment,
     };
     let stdout_tty = std::io::stdout().is_terminal();
@@ -217,7 +215,11 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        spawn_signal_handler(cancel.clone(), Arc::clone(&interrupted));
+        spawn_signal_handler(
+            cancel.clone(),
+            force_cancel.clone(),
+            Arc::clone(&interrupted),
+        );
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let renderer = tokio::spawn(render::render(receiver, RenderOptions { mode, color }));
         let result = run(
@@ -261,6 +263,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
 /// Ctrl-C (SIGINT) or SIGTERM: cancel the run; steps get SIGTERM, then SIGKILL after the grace.
 fn spawn_signal_handler(
     cancel: CancellationToken,
+    force_cancel: CancellationToken,
     interrupted: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -271,18 +274,25 @@ fn spawn_signal_handler(
         ) else {
             return;
         };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+        for round in 0..2 {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            #[allow(clippy::print_stderr)]
+            if round == 0 {
+                eprintln!(
+                    "\ninterrupted: stopping running steps (SIGTERM, then SIGKILL after the grace \
+                     period); cleanup steps with `if: always()` or `cancelled()` still run — \
+                     interrupt again to stop them too"
+                );
+                cancel.cancel();
+            } else {
+                eprintln!("\ninterrupted again: stopping cleanup steps too");
+                force_cancel.cancel();
+            }
         }
-        interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!(
-                "\ninterrupted: stopping running steps (SIGTERM, then SIGKILL after the grace period)…"
-            );
-        }
-        cancel.cancel();
     });
 }
 

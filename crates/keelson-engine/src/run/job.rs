@@ -404,13 +404,13 @@ async fn run_in_workspace(
     let mut cache_key = None;
     if let Some(cache) = &job.cache {
         let key = match contexts.render(&cache.key) {
-            Ok(key) => key,
+            Ok(key) => protect_cache_key(shared, output, key),
             Err(failure) => return fail(failure.to_string()),
         };
         let mut restore_keys = Vec::new();
         for text in &cache.restore_keys {
             match contexts.render(text) {
-                Ok(k) => restore_keys.push(k),
+                Ok(k) => restore_keys.push(protect_cache_key(shared, output, k)),
                 Err(failure) => return fail(failure.to_string()),
             }
         }
@@ -550,7 +550,14 @@ async fn run_in_workspace(
                 }
             };
 
-        if cancel.is_cancelled() {
+        // After cancellation only steps that ask for it (`if: always()`, `if: cancelled()`) run;
+        // they run until the second interrupt (the force token), not the first.
+        let cancelled_now = cancel.is_cancelled();
+        let asks_for_status = step
+            .condition
+            .as_ref()
+            .is_some_and(|c| c.expr.uses_status_function());
+        if cancelled_now && !asks_for_status {
             records.push(finish_step(
                 &mut log,
                 Outcome::Cancelled,
@@ -559,6 +566,11 @@ async fn run_in_workspace(
             ));
             continue;
         }
+        let step_cancel = if cancelled_now {
+            shared.options.force_cancel.clone()
+        } else {
+            cancel.clone()
+        };
         let should_run = match &step.condition {
             None => !job_failed,
             Some(condition) => match contexts.condition(condition) {
@@ -705,7 +717,7 @@ async fn run_in_workspace(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => { exit = StepExit::Cancelled; break; }
+                    _ = step_cancel.cancelled() => { exit = StepExit::Cancelled; break; }
                 }
                 control.reset();
             }
@@ -741,7 +753,7 @@ async fn run_in_workspace(
                 command,
                 step_index,
                 &mut log,
-                cancel,
+                &step_cancel,
             )
             .await;
             if exit == StepExit::Exited(0) || exit == StepExit::Cancelled {
@@ -990,6 +1002,20 @@ async fn run_in_workspace(
             cache: Some(cache_status),
         },
     }
+}
+
+/// Cache keys are stored in the cache index; a key that contains a secret is replaced by its
+/// sha256 so that the secret never lands on disk (such a key then matches only itself exactly).
+fn protect_cache_key(shared: &Shared, output: &JobOutput<'_>, key: String) -> String {
+    if shared.masker.mask_str(&key) == key {
+        return key;
+    }
+    output.system(
+        None,
+        "warning: a cache key contains a secret; it is stored under its sha256 instead \
+         (prefix matching with restore-keys cannot find it)",
+    );
+    format!("sha256-{}", digest_json(&Value::String(key)))
 }
 
 /// Runs one command, turning its output into masked lines.

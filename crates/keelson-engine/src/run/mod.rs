@@ -48,6 +48,9 @@ pub struct RunOptions {
     /// Time between SIGTERM and SIGKILL when a step is stopped.
     pub kill_grace: Duration,
     pub git: GitInfo,
+    /// Cancelled on the second interrupt: stops the cleanup work (`if: always()` / `cancelled()`
+    /// jobs and steps) that still runs after the run itself was cancelled.
+    pub force_cancel: CancellationToken,
     /// The invoking process's environment (secrets and the inherited variables come from it).
     pub environment: HashMap<String, String>,
 }
@@ -339,20 +342,36 @@ async fn schedule(shared: &Arc<Shared>, cancel: &CancellationToken) -> Vec<Optio
                     .entry(planned.job_id.as_str())
                     .or_insert_with(|| cancel.child_token())
                     .clone();
-                if group.is_cancelled() {
-                    let reason = if cancel.is_cancelled() {
-                        "run cancelled"
-                    } else {
-                        "a matrix sibling failed (fail-fast)"
-                    };
-                    results[index] = Some(settle(shared, index, Outcome::Cancelled, reason));
+                // After cancellation only jobs that ask for it (`if: always()`/`cancelled()`)
+                // still run, under the force token (the second interrupt stops them).
+                let cancelled = group.is_cancelled();
+                let asks_for_status = job
+                    .condition
+                    .as_ref()
+                    .is_some_and(|c| c.expr.uses_status_function());
+                let cancelled_reason = if cancel.is_cancelled() {
+                    "run cancelled"
+                } else {
+                    "a matrix sibling failed (fail-fast)"
+                };
+                if cancelled && !asks_for_status {
+                    results[index] =
+                        Some(settle(shared, index, Outcome::Cancelled, cancelled_reason));
                     state[index] = State::Done;
                     changed = true;
                     continue;
                 }
-                let needs = needs_context(shared, index, &results);
+                let mut needs = needs_context(shared, index, &results);
+                needs.1.status.cancelled = cancelled;
                 match job::decide(shared, index, &needs.0, needs.1) {
                     Ok(true) => {}
+                    Ok(false) if cancelled => {
+                        results[index] =
+                            Some(settle(shared, index, Outcome::Cancelled, cancelled_reason));
+                        state[index] = State::Done;
+                        changed = true;
+                        continue;
+                    }
                     Ok(false) => {
                         let reason = match &job.condition {
                             Some(condition) => format!("`if: {}` was false", condition.source),
@@ -390,6 +409,11 @@ async fn schedule(shared: &Arc<Shared>, cancel: &CancellationToken) -> Vec<Optio
                 *in_group += 1;
                 state[index] = State::Running;
                 changed = true;
+                let token = if cancelled {
+                    shared.options.force_cancel.child_token()
+                } else {
+                    group
+                };
                 let shared = Arc::clone(shared);
                 let artifacts = planned
                     .needs
@@ -401,7 +425,7 @@ async fn schedule(shared: &Arc<Shared>, cancel: &CancellationToken) -> Vec<Optio
                     artifacts,
                 };
                 running.spawn(async move {
-                    let done = job::run_job(&shared, index, inputs, group).await;
+                    let done = job::run_job(&shared, index, inputs, token).await;
                     (index, done)
                 });
             }

@@ -17,3 +17,4 @@ mod steps;
 mod support;
 mod timeouts;
 mod workspace;
+mod init;
