@@ -1,6 +1,8 @@
 //! `keelson init` end to end: on fresh standard projects, the starter pipeline it writes is valid
 //! and passes when run. Projects whose toolchain is not installed here are skipped with a reason.
 
+#![allow(clippy::print_stderr)] // skip reasons are printed
+
 use std::path::Path;
 use std::process::Command;
 
