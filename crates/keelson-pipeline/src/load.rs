@@ -155,7 +155,9 @@ impl Loading {
         if let Some(node) = map.take("secrets-file")
             && let Some(value) = self.string(node)
         {
-            pipeline.secrets_file.get_or_insert(Spanned::new(value, node.span));
+            pipeline
+                .secrets_file
+                .get_or_insert(Spanned::new(value, node.span));
         }
         if let Some(node) = map.take("shell")
             && let Some(value) = self.string(node)
@@ -641,15 +643,19 @@ impl Loading {
                 } else {
                     span
                 };
-                let mut diagnostic =
-                    Diagnostic::error(at, format!("invalid expression: {}", error.message));
-                if let Some(hint) = error.hint {
-                    diagnostic = diagnostic.with_hint(hint);
-                }
-                self.diagnostics.push(diagnostic);
+                self.expression_error(at, error);
                 None
             }
         }
+    }
+
+    fn expression_error(&mut self, at: Span, error: expr::ExprError) {
+        let mut diagnostic =
+            Diagnostic::error(at, format!("invalid expression: {}", error.message));
+        if let Some(hint) = error.hint {
+            diagnostic = diagnostic.with_hint(hint);
+        }
+        self.diagnostics.push(diagnostic);
     }
 
     fn text(&mut self, node: &Node) -> Option<Text> {
@@ -681,12 +687,7 @@ impl Loading {
                 } else {
                     span
                 };
-                let mut diagnostic =
-                    Diagnostic::error(at, format!("invalid expression: {}", error.message));
-                if let Some(hint) = error.hint {
-                    diagnostic = diagnostic.with_hint(hint);
-                }
-                self.diagnostics.push(diagnostic);
+                self.expression_error(at, error);
                 None
             }
         }

@@ -49,16 +49,24 @@ fn main() {
     println!("100 trivial steps, one job ({REPEATS} runs each, median):");
     println!("  keelson run        {:>8.1} ms", ms(engine));
     println!("  bash loop          {:>8.1} ms", ms(baseline));
-    println!("  ratio              {:>8.2}x   (target <= 1.20x)", engine.as_secs_f64() / baseline.as_secs_f64());
+    println!(
+        "  ratio              {:>8.2}x   (target <= 1.20x)",
+        engine.as_secs_f64() / baseline.as_secs_f64()
+    );
 
     // 2. Diamond DAG: top → 18 middle jobs → bottom; each job sleeps.
     let mut pipeline = format!("jobs:\n  top:\n    steps:\n      - run: sleep {SLEEP}\n");
     let mut middle = Vec::new();
     for index in 1..=18 {
-        pipeline.push_str(&format!("  mid{index}:\n    needs: [top]\n    steps:\n      - run: sleep {SLEEP}\n"));
+        pipeline.push_str(&format!(
+            "  mid{index}:\n    needs: [top]\n    steps:\n      - run: sleep {SLEEP}\n"
+        ));
         middle.push(format!("mid{index}"));
     }
-    pipeline.push_str(&format!("  bottom:\n    needs: [{}]\n    steps:\n      - run: sleep {SLEEP}\n", middle.join(", ")));
+    pipeline.push_str(&format!(
+        "  bottom:\n    needs: [{}]\n    steps:\n      - run: sleep {SLEEP}\n",
+        middle.join(", ")
+    ));
     std::fs::write(project.join(".keelson.yml"), &pipeline).unwrap();
     let critical_path = Duration::from_secs_f64(3.0 * SLEEP);
     run_keelson(keelson, &project, &data, &["-j", "20"]);
@@ -70,7 +78,10 @@ fn main() {
     println!("20-job diamond DAG (1 -> 18 -> 1, each job `sleep {SLEEP}`), -j 20:");
     println!("  keelson run        {:>8.1} ms", ms(diamond));
     println!("  critical path      {:>8.1} ms", ms(critical_path));
-    println!("  ratio              {:>8.2}x", diamond.as_secs_f64() / critical_path.as_secs_f64());
+    println!(
+        "  ratio              {:>8.2}x",
+        diamond.as_secs_f64() / critical_path.as_secs_f64()
+    );
 }
 
 fn run_keelson(keelson: &str, project: &Path, data: &Path, extra: &[&str]) -> Duration {

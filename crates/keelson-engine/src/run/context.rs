@@ -107,6 +107,26 @@ impl<'a> Contexts<'a> {
             .map_err(|error| self.failure(text.sub_span_for(&error), &text.raw, error))
     }
 
+    /// Renders `entries` in order on top of `env` (each entry sees the ones before it through
+    /// the `env` context), then applies `--var` overrides. Leaves the result in the `env` context.
+    pub fn render_env(
+        &mut self,
+        mut env: IndexMap<String, String>,
+        entries: &IndexMap<String, Text>,
+        vars: &IndexMap<String, String>,
+    ) -> Result<IndexMap<String, String>, ExpressionFailure> {
+        for (name, text) in entries {
+            self.map.insert("env".into(), json!(env));
+            let value = self.render(text)?;
+            env.insert(name.clone(), value);
+        }
+        for (name, value) in vars {
+            env.insert(name.clone(), value.clone());
+        }
+        self.map.insert("env".into(), json!(env));
+        Ok(env)
+    }
+
     /// Evaluates an `if:`. Without a status function it means `success() && (…)`.
     pub fn condition(&self, condition: &Condition) -> Result<bool, ExpressionFailure> {
         if !condition.expr.uses_status_function() && (self.status.failed || self.status.cancelled) {

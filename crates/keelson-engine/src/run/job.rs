@@ -48,16 +48,7 @@ pub(crate) fn render_pipeline_env(
         files: None,
         status: Status::default(),
     };
-    let mut env = IndexMap::new();
-    for (name, text) in &pipeline.env {
-        contexts.map.insert("env".into(), json!(env));
-        let value = contexts.render(text)?;
-        env.insert(name.clone(), value);
-    }
-    for (name, value) in vars {
-        env.insert(name.clone(), value.clone());
-    }
-    Ok(env)
+    contexts.render_env(IndexMap::new(), &pipeline.env, vars)
 }
 
 /// Whether a job whose needs are done should run (its `if:`).
@@ -384,20 +375,11 @@ async fn run_in_workspace(
         "secrets".into(),
         secrets_context(shared, job.secrets.iter().map(|s| s.value.as_str())),
     );
-    let mut job_env = shared.pipeline_env.clone();
-    for (name, text) in &job.env {
-        contexts.map.insert("env".into(), json!(job_env));
-        match contexts.render(text) {
-            Ok(value) => {
-                job_env.insert(name.clone(), value);
-            }
+    let job_env =
+        match contexts.render_env(shared.pipeline_env.clone(), &job.env, &shared.options.vars) {
+            Ok(env) => env,
             Err(failure) => return fail(failure.to_string()),
-        }
-    }
-    for (name, value) in &shared.options.vars {
-        job_env.insert(name.clone(), value.clone());
-    }
-    contexts.map.insert("env".into(), json!(job_env));
+        };
 
     // Cache restore.
     let mut cache_status = CacheStatus::None;
@@ -1069,7 +1051,7 @@ type RenderedStep = (String, Vec<(String, String)>, Option<String>);
 fn render_step(
     step: &Step,
     contexts: &Contexts<'_>,
-    mut env: IndexMap<String, String>,
+    env: IndexMap<String, String>,
     vars: &IndexMap<String, String>,
 ) -> Result<RenderedStep, ExpressionFailure> {
     let mut scratch = Contexts {
@@ -1078,15 +1060,7 @@ fn render_step(
         files: contexts.files,
         status: contexts.status,
     };
-    for (name, text) in &step.env {
-        scratch.map.insert("env".into(), json!(env));
-        let value = scratch.render(text)?;
-        env.insert(name.clone(), value);
-    }
-    for (name, value) in vars {
-        env.insert(name.clone(), value.clone());
-    }
-    scratch.map.insert("env".into(), json!(env));
+    let env = scratch.render_env(env, &step.env, vars)?;
     let script = scratch.render(&step.run)?;
     let working_directory = step
         .working_directory

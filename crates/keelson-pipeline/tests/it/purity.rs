@@ -6,7 +6,14 @@ use std::path::Path;
 #[test]
 fn pipeline_crate_does_no_io() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let forbidden = ["std::fs", "std::net", "std::process", "tokio", "std::env::var", "File::open"];
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "std::process",
+        "tokio",
+        "std::env::var",
+        "File::open",
+    ];
     let mut stack = vec![root.join("src")];
     let mut checked = 0;
     while let Some(dir) = stack.pop() {
@@ -25,8 +32,24 @@ fn pipeline_crate_does_no_io() {
     }
     assert!(checked > 5, "checked only {checked} files");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    let dependencies = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
-    for crate_name in ["tokio", "keelson-engine", "reqwest", "sqlx", "walkdir", "ignore"] {
-        assert!(!dependencies.contains(crate_name), "keelson-pipeline depends on {crate_name}");
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    for crate_name in [
+        "tokio",
+        "keelson-engine",
+        "reqwest",
+        "sqlx",
+        "walkdir",
+        "ignore",
+    ] {
+        assert!(
+            !dependencies.contains(crate_name),
+            "keelson-pipeline depends on {crate_name}"
+        );
     }
 }
