@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use super::ast::{CmpOp, Kind, Node, StepKind};
+use super::ast::{CmpOp, Kind, Node, Step, StepKind};
 use super::value::{NULL, compare, find_key, loose_eq, to_number, to_text, truthy};
 use super::{CONTEXTS, EvalError, Scope, functions};
 
@@ -20,84 +20,101 @@ fn error(offset: usize, len: usize, message: String) -> EvalError {
 }
 
 /// Evaluates `node`; the result may borrow from the node or the scope.
+///
+/// Each kind of node has its own function so that this one, which recurses, keeps a small
+/// stack frame.
 pub(super) fn eval<'v>(node: &'v Node, scope: &Scope<'v>) -> Evaluated<'v> {
     match &node.kind {
         Kind::Lit(value) => Ok(Cow::Borrowed(value)),
-        Kind::Context(name) => match find_key(scope.contexts, name) {
-            Some((_, value)) => Ok(Cow::Borrowed(value)),
-            None => {
-                let message = if CONTEXTS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
-                    format!("context `{name}` is not available here")
-                } else {
-                    format!("unknown context `{name}`")
-                };
-                Err(error(node.offset, node.len, message))
-            }
-        },
-        Kind::Access { base, steps } => {
-            let mut current = Current::One(eval(base, scope)?);
-            for step in steps {
-                current = match &step.kind {
-                    StepKind::Prop(name) => current.map(|v| property(v, name)),
-                    StepKind::Index(index) => {
-                        let index = eval(index, scope)?;
-                        current.map(|v| element(v, &index))
-                    }
-                    StepKind::Filter => current.filter(),
-                };
-            }
-            Ok(current.finish())
-        }
+        Kind::Context(name) => context(node, name, scope),
+        Kind::Access { base, steps } => access(base, steps, scope),
         Kind::Not(inner) => Ok(Cow::Owned(Value::Bool(!truthy(&*eval(inner, scope)?)))),
-        Kind::Compare { first, rest } => {
-            let mut left = eval(first, scope)?;
-            for (op, right) in rest {
-                let right = eval(right, scope)?;
-                let result = match op {
-                    CmpOp::Eq => loose_eq(&left, &right),
-                    CmpOp::Ne => !loose_eq(&left, &right),
-                    CmpOp::Lt => compare(&left, &right) == Some(Ordering::Less),
-                    CmpOp::Le => matches!(
-                        compare(&left, &right),
-                        Some(Ordering::Less | Ordering::Equal)
-                    ),
-                    CmpOp::Gt => compare(&left, &right) == Some(Ordering::Greater),
-                    CmpOp::Ge => matches!(
-                        compare(&left, &right),
-                        Some(Ordering::Greater | Ordering::Equal)
-                    ),
-                };
-                left = Cow::Owned(Value::Bool(result));
-            }
-            Ok(left)
-        }
+        Kind::Compare { first, rest } => comparisons(first, rest, scope),
         Kind::And(items) => deciding(items, scope, false),
         Kind::Or(items) => deciding(items, scope, true),
-        Kind::Call {
-            name,
-            name_len,
-            func,
-            args,
-        } => {
-            let Some(func) = func else {
-                return Err(error(
-                    node.offset,
-                    *name_len,
-                    format!("unknown function `{name}`"),
-                ));
+        Kind::Call { .. } => call(node, scope),
+    }
+}
+
+fn context<'v>(node: &Node, name: &str, scope: &Scope<'v>) -> Evaluated<'v> {
+    match find_key(scope.contexts, name) {
+        Some((_, value)) => Ok(Cow::Borrowed(value)),
+        None => {
+            let message = if CONTEXTS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
+                format!("context `{name}` is not available here")
+            } else {
+                format!("unknown context `{name}`")
             };
-            if let Some(message) = func.arity_error(args.len()) {
-                return Err(error(node.offset, node.len, message));
-            }
-            let values = args
-                .iter()
-                .map(|arg| eval(arg, scope))
-                .collect::<Result<Vec<_>, _>>()?;
-            functions::call(*func, &values, scope.status, scope.files)
-                .map(Cow::Owned)
-                .map_err(|message| error(node.offset, node.len, message))
+            Err(error(node.offset, node.len, message))
         }
     }
+}
+
+fn access<'v>(base: &'v Node, steps: &'v [Step], scope: &Scope<'v>) -> Evaluated<'v> {
+    let mut current = Current::One(eval(base, scope)?);
+    for step in steps {
+        current = match &step.kind {
+            StepKind::Prop(name) => current.map(|v| property(v, name)),
+            StepKind::Index(index) => {
+                let index = eval(index, scope)?;
+                current.map(|v| element(v, &index))
+            }
+            StepKind::Filter => current.filter(),
+        };
+    }
+    Ok(current.finish())
+}
+
+fn comparisons<'v>(first: &'v Node, rest: &'v [(CmpOp, Node)], scope: &Scope<'v>) -> Evaluated<'v> {
+    let mut left = eval(first, scope)?;
+    for (op, right) in rest {
+        let right = eval(right, scope)?;
+        let result = match op {
+            CmpOp::Eq => loose_eq(&left, &right),
+            CmpOp::Ne => !loose_eq(&left, &right),
+            CmpOp::Lt => compare(&left, &right) == Some(Ordering::Less),
+            CmpOp::Le => matches!(
+                compare(&left, &right),
+                Some(Ordering::Less | Ordering::Equal)
+            ),
+            CmpOp::Gt => compare(&left, &right) == Some(Ordering::Greater),
+            CmpOp::Ge => matches!(
+                compare(&left, &right),
+                Some(Ordering::Greater | Ordering::Equal)
+            ),
+        };
+        left = Cow::Owned(Value::Bool(result));
+    }
+    Ok(left)
+}
+
+fn call<'v>(node: &'v Node, scope: &Scope<'v>) -> Evaluated<'v> {
+    let Kind::Call {
+        name,
+        name_len,
+        func,
+        args,
+    } = &node.kind
+    else {
+        return Ok(Cow::Borrowed(&NULL));
+    };
+    let Some(func) = func else {
+        return Err(error(
+            node.offset,
+            *name_len,
+            format!("unknown function `{name}`"),
+        ));
+    };
+    if let Some(message) = func.arity_error(args.len()) {
+        return Err(error(node.offset, node.len, message));
+    }
+    let mut values = Vec::with_capacity(args.len());
+    for arg in args {
+        values.push(eval(arg, scope)?);
+    }
+    functions::call(*func, &values, scope.status, scope.files)
+        .map(Cow::Owned)
+        .map_err(|message| error(node.offset, node.len, message))
 }
 
 /// `&&` (stop at the first falsy item) or `||` (stop at the first truthy one): the deciding

@@ -134,10 +134,14 @@ pub(super) fn call(
         Func::StartsWith => Value::Bool(affix(arg(0), arg(1), |s, p| s.starts_with(p))),
         Func::EndsWith => Value::Bool(affix(arg(0), arg(1), |s, p| s.ends_with(p))),
         Func::Format => Value::String(format(&to_text(arg(0)), args.get(1..).unwrap_or(&[]))?),
-        Func::Join => Value::String(join(arg(0), args.get(1).map(|v| &**v))),
-        Func::ToJson => Value::String(
-            serde_json::to_string_pretty(arg(0)).unwrap_or_else(|_| "null".to_owned()),
-        ),
+        Func::Join => Value::String(join(arg(0), args.get(1).map(|v| &**v))?),
+        Func::ToJson => {
+            let text = serde_json::to_string_pretty(arg(0)).unwrap_or_else(|_| "null".to_owned());
+            if text.len() > MAX_TEXT {
+                return Err(too_long(func));
+            }
+            Value::String(text)
+        }
         Func::FromJson => from_json(&to_text(arg(0)))?,
         Func::HashFiles => {
             let files = files.ok_or("hashFiles() cannot read files here")?;
@@ -149,6 +153,18 @@ pub(super) fn call(
             )
         }
     })
+}
+
+/// Longest text `format`, `join` and `toJSON` may produce. Nesting them can double the length
+/// at each level (`toJSON(toJSON(…))`), so without a cap a short expression could exhaust memory.
+const MAX_TEXT: usize = 8 << 20;
+
+fn too_long(func: Func) -> String {
+    format!(
+        "{}: the result is longer than {} MiB",
+        func.name(),
+        MAX_TEXT >> 20
+    )
 }
 
 /// Longest text quoted in an error message.
@@ -181,7 +197,7 @@ fn affix(text: &Value, part: &Value, test: fn(&str, &str) -> bool) -> bool {
         && test(&to_text(text).to_lowercase(), &to_text(part).to_lowercase())
 }
 
-fn join(items: &Value, separator: Option<&Value>) -> String {
+fn join(items: &Value, separator: Option<&Value>) -> Result<String, String> {
     let separator = separator.map_or(Cow::Borrowed(","), |s| Cow::Owned(to_text(s)));
     match items {
         Value::Array(items) => {
@@ -191,11 +207,14 @@ fn join(items: &Value, separator: Option<&Value>) -> String {
                     out.push_str(&separator);
                 }
                 write_text(&mut out, item);
+                if out.len() > MAX_TEXT {
+                    return Err(too_long(Func::Join));
+                }
             }
-            out
+            Ok(out)
         }
-        Value::Object(_) => String::new(),
-        primitive => to_text(primitive),
+        Value::Object(_) => Ok(String::new()),
+        primitive => Ok(to_text(primitive)),
     }
 }
 
@@ -234,6 +253,9 @@ fn format(pattern: &str, args: &[Cow<'_, Value>]) -> Result<String, String> {
                     ));
                 };
                 write_text(&mut out, arg);
+                if out.len() > MAX_TEXT {
+                    return Err(too_long(Func::Format));
+                }
             }
             '}' if chars.peek() == Some(&'}') => {
                 chars.next();

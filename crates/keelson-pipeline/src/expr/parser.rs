@@ -11,8 +11,8 @@ use super::functions::Func;
 use super::lexer::{Lexer, Tok, Token, error, excerpt};
 use super::value::number_value;
 
-/// How deeply parentheses, `!`, call arguments and indexes may nest.
-pub const MAX_DEPTH: usize = 100;
+/// How deeply parentheses, `!`, call arguments and indexes may nest (GitHub allows 50 too).
+pub const MAX_DEPTH: usize = 50;
 
 /// Parses a whole expression.
 pub(super) fn parse_chars(chars: &[char]) -> Result<Node, ExprError> {
@@ -48,22 +48,78 @@ fn starts_expression(tok: &Tok) -> bool {
     )
 }
 
-fn comparison(tok: &Tok) -> Option<CmpOp> {
-    match tok {
-        Tok::Lt => Some(CmpOp::Lt),
-        Tok::Le => Some(CmpOp::Le),
-        Tok::Gt => Some(CmpOp::Gt),
-        Tok::Ge => Some(CmpOp::Ge),
-        _ => None,
+/// A binary operator.
+#[derive(Clone, Copy)]
+enum BinOp {
+    Or,
+    And,
+    Cmp(CmpOp),
+}
+
+impl BinOp {
+    /// Precedence: higher binds tighter.
+    fn level(self) -> u8 {
+        match self {
+            BinOp::Or => 0,
+            BinOp::And => 1,
+            BinOp::Cmp(CmpOp::Eq | CmpOp::Ne) => 2,
+            BinOp::Cmp(_) => 3,
+        }
     }
 }
 
-fn equality(tok: &Tok) -> Option<CmpOp> {
-    match tok {
-        Tok::EqEq => Some(CmpOp::Eq),
-        Tok::Ne => Some(CmpOp::Ne),
-        _ => None,
-    }
+fn binary(tok: &Tok) -> Option<BinOp> {
+    Some(match tok {
+        Tok::OrOr => BinOp::Or,
+        Tok::AndAnd => BinOp::And,
+        Tok::EqEq => BinOp::Cmp(CmpOp::Eq),
+        Tok::Ne => BinOp::Cmp(CmpOp::Ne),
+        Tok::Lt => BinOp::Cmp(CmpOp::Lt),
+        Tok::Le => BinOp::Cmp(CmpOp::Le),
+        Tok::Gt => BinOp::Cmp(CmpOp::Gt),
+        Tok::Ge => BinOp::Cmp(CmpOp::Ge),
+        _ => return None,
+    })
+}
+
+/// Applies the top operator to the top two operands. A left operand of the same kind is
+/// extended rather than nested (`&&`/`||` are associative; comparisons fold from the left), so
+/// long chains stay flat.
+fn reduce(operands: &mut Vec<Node>, ops: &mut Vec<BinOp>) {
+    let (Some(op), Some(right)) = (ops.pop(), operands.pop()) else {
+        return;
+    };
+    let Some(left) = operands.pop() else {
+        operands.push(right);
+        return;
+    };
+    let (offset, end) = (left.offset, right.end());
+    let kind = match (op, left.kind) {
+        (BinOp::Or, Kind::Or(mut items)) => {
+            items.push(right);
+            Kind::Or(items)
+        }
+        (BinOp::And, Kind::And(mut items)) => {
+            items.push(right);
+            Kind::And(items)
+        }
+        (BinOp::Cmp(op), Kind::Compare { first, mut rest }) => {
+            rest.push((op, right));
+            Kind::Compare { first, rest }
+        }
+        (op, kind) => {
+            let left = Node { kind, ..left };
+            match op {
+                BinOp::Or => Kind::Or(vec![left, right]),
+                BinOp::And => Kind::And(vec![left, right]),
+                BinOp::Cmp(op) => Kind::Compare {
+                    first: Box::new(left),
+                    rest: vec![(op, right)],
+                },
+            }
+        }
+    };
+    operands.push(spanning(kind, offset, end));
 }
 
 /// A node spanning from `first` to `last`.
@@ -156,89 +212,85 @@ impl Parser<'_> {
     /// A full expression (one nesting level).
     fn parse_expr(&mut self) -> Parsed {
         self.enter()?;
-        let node = self.parse_or();
+        let node = self.parse_binary();
         self.depth -= 1;
         node
     }
 
-    fn parse_or(&mut self) -> Parsed {
-        let first = self.parse_and()?;
-        if self.cur.tok != Tok::OrOr {
+    /// Operands joined by binary operators, with an operator stack rather than one function per
+    /// precedence level (fewer stack frames per nesting level).
+    fn parse_binary(&mut self) -> Parsed {
+        let first = self.parse_unary()?;
+        if binary(&self.cur.tok).is_none() {
             return Ok(first);
         }
-        let mut items = vec![first];
-        while self.cur.tok == Tok::OrOr {
-            let op = self.take()?;
-            items.push(self.operand_after(&op, Self::parse_and)?);
-        }
-        Ok(list(items, Kind::Or))
+        self.parse_operators(first)
     }
 
-    fn parse_and(&mut self) -> Parsed {
-        let first = self.parse_equality()?;
-        if self.cur.tok != Tok::AndAnd {
-            return Ok(first);
-        }
-        let mut items = vec![first];
-        while self.cur.tok == Tok::AndAnd {
-            let op = self.take()?;
-            items.push(self.operand_after(&op, Self::parse_equality)?);
-        }
-        Ok(list(items, Kind::And))
-    }
-
-    fn parse_equality(&mut self) -> Parsed {
-        self.parse_chain(equality, Self::parse_comparison)
-    }
-
-    fn parse_comparison(&mut self) -> Parsed {
-        self.parse_chain(comparison, Self::parse_unary)
-    }
-
-    /// `operand (op operand)*` for the operators `op_of` recognises.
-    fn parse_chain(
-        &mut self,
-        op_of: fn(&Tok) -> Option<CmpOp>,
-        operand: fn(&mut Self) -> Parsed,
-    ) -> Parsed {
-        let first = operand(self)?;
-        if op_of(&self.cur.tok).is_none() {
-            return Ok(first);
-        }
-        let offset = first.offset;
-        let mut end = first.end();
-        let mut rest = Vec::new();
-        while let Some(op) = op_of(&self.cur.tok) {
+    /// The rest of [`Parser::parse_binary`] once an operator follows `first`.
+    fn parse_operators(&mut self, first: Node) -> Parsed {
+        let mut operands = vec![first];
+        let mut ops: Vec<BinOp> = Vec::new();
+        while let Some(op) = binary(&self.cur.tok) {
             let token = self.take()?;
-            let right = self.operand_after(&token, operand)?;
-            end = right.end();
-            rest.push((op, right));
+            while ops.last().is_some_and(|top| top.level() >= op.level()) {
+                reduce(&mut operands, &mut ops);
+            }
+            ops.push(op);
+            operands.push(self.operand_after(&token, Self::parse_unary)?);
         }
-        Ok(spanning(
-            Kind::Compare {
-                first: Box::new(first),
-                rest,
-            },
-            offset,
-            end,
-        ))
+        while !ops.is_empty() {
+            reduce(&mut operands, &mut ops);
+        }
+        operands
+            .pop()
+            .ok_or_else(|| error(self.cur.offset, self.cur.len, "missing operand"))
     }
 
     fn parse_unary(&mut self) -> Parsed {
-        if self.cur.tok != Tok::Bang {
-            return self.parse_postfix();
+        if self.cur.tok == Tok::Bang {
+            self.parse_not()
+        } else {
+            self.parse_postfix()
         }
-        let bang = self.take()?;
-        self.enter()?;
-        let inner = self.operand_after(&bang, Self::parse_unary);
-        self.depth -= 1;
-        let inner = inner?;
-        let end = inner.end();
-        Ok(spanning(Kind::Not(Box::new(inner)), bang.offset, end))
+    }
+
+    /// `!…` (a loop, not recursion; every `!` still counts as a nesting level).
+    fn parse_not(&mut self) -> Parsed {
+        let mut bangs = Vec::new();
+        while self.cur.tok == Tok::Bang {
+            let bang = self.take()?;
+            self.enter()?;
+            if !starts_expression(&self.cur.tok) {
+                return Err(self.error_here_or(
+                    &bang,
+                    "expected an expression after `!`".to_owned(),
+                    None,
+                ));
+            }
+            bangs.push(bang.offset);
+        }
+        let inner = self.parse_postfix();
+        self.depth -= bangs.len();
+        let mut node = inner?;
+        for offset in bangs.into_iter().rev() {
+            let end = node.end();
+            node = spanning(Kind::Not(Box::new(node)), offset, end);
+        }
+        Ok(node)
     }
 
     fn parse_postfix(&mut self) -> Parsed {
         let base = self.parse_primary()?;
+        if matches!(self.cur.tok, Tok::Dot | Tok::LBracket) {
+            self.parse_steps(base)
+        } else {
+            Ok(base)
+        }
+    }
+
+    /// `.prop`, `.*`, `[index]` and `[*]` after `base`.
+    fn parse_steps(&mut self, base: Node) -> Parsed {
         let mut steps = Vec::new();
         loop {
             match self.cur.tok {
@@ -315,38 +367,53 @@ impl Parser<'_> {
     }
 
     fn parse_primary(&mut self) -> Parsed {
-        let kind = match &mut self.cur.tok {
-            Tok::Num(n) => Kind::Lit(number_value(*n)),
-            Tok::Str(text) => Kind::Lit(Value::String(std::mem::take(text))),
-            Tok::Ident(name) => match name.as_str() {
-                "null" => Kind::Lit(Value::Null),
-                "true" => Kind::Lit(Value::Bool(true)),
-                "false" => Kind::Lit(Value::Bool(false)),
-                _ => {
-                    let name = std::mem::take(name);
-                    let token = self.take()?;
-                    return if self.cur.tok == Tok::LParen {
-                        self.parse_call(name, token)
-                    } else {
-                        Ok(spanning(Kind::Context(name), token.offset, token.end()))
-                    };
-                }
-            },
-            Tok::LParen => {
-                let open = self.take()?;
-                let mut inner = self.operand_after(&open, Self::parse_expr)?;
-                if self.cur.tok != Tok::RParen {
-                    return Err(self.unclosed(&open, "`)`"));
-                }
-                let close = self.take()?;
-                inner.offset = open.offset;
-                inner.len = close.end() - open.offset;
-                return Ok(inner);
+        match self.cur.tok {
+            Tok::LParen => self.parse_group(),
+            Tok::Ident(_) => self.parse_name(),
+            _ => self.parse_literal(),
+        }
+    }
+
+    /// `( expr )`; the node's span includes the parentheses.
+    fn parse_group(&mut self) -> Parsed {
+        let open = self.take()?;
+        let mut inner = self.operand_after(&open, Self::parse_expr)?;
+        if self.cur.tok != Tok::RParen {
+            return Err(self.unclosed(&open, "`)`"));
+        }
+        let close = self.take()?;
+        inner.offset = open.offset;
+        inner.len = close.end() - open.offset;
+        Ok(inner)
+    }
+
+    /// A keyword literal, a context name or a function call.
+    fn parse_name(&mut self) -> Parsed {
+        let name = match &mut self.cur.tok {
+            Tok::Ident(name) if !matches!(name.as_str(), "null" | "true" | "false") => {
+                std::mem::take(name)
             }
+            _ => return self.parse_literal(),
+        };
+        let token = self.take()?;
+        if self.cur.tok == Tok::LParen {
+            self.parse_call(name, token)
+        } else {
+            Ok(spanning(Kind::Context(name), token.offset, token.end()))
+        }
+    }
+
+    fn parse_literal(&mut self) -> Parsed {
+        let value = match &mut self.cur.tok {
+            Tok::Num(n) => number_value(*n),
+            Tok::Str(text) => Value::String(std::mem::take(text)),
+            Tok::Ident(name) if name == "null" => Value::Null,
+            Tok::Ident(name) if name == "true" => Value::Bool(true),
+            Tok::Ident(name) if name == "false" => Value::Bool(false),
             _ => return Err(self.unexpected(None)),
         };
         let token = self.take()?;
-        Ok(spanning(kind, token.offset, token.end()))
+        Ok(spanning(Kind::Lit(value), token.offset, token.end()))
     }
 
     /// `name(args…)`; the current token is the `(`.
@@ -377,11 +444,4 @@ impl Parser<'_> {
             close.end(),
         ))
     }
-}
-
-/// An `&&`/`||` node over `items` (at least one).
-fn list(items: Vec<Node>, kind: fn(Vec<Node>) -> Kind) -> Node {
-    let offset = items.first().map_or(0, |n| n.offset);
-    let end = items.last().map_or(0, Node::end);
-    spanning(kind(items), offset, end)
 }
