@@ -32,6 +32,57 @@ pub struct JobInfo {
     pub job: String,
     /// The job's workspace on the host.
     pub workspace: PathBuf,
+    /// The directory holding `$KEELSON_OUTPUT`, `$KEELSON_ENV`, `$KEELSON_PATH` and `$KEELSON_TEMP`
+    /// on the host (outside the workspace); a container executor mounts it too.
+    pub control_dir: PathBuf,
+    /// Run the job in a container (`image:`); `None` runs it on the host.
+    pub container: Option<ContainerSpec>,
+    /// Labels identifying the run, for what the executor creates (containers, networks).
+    pub labels: Vec<(String, String)>,
+}
+
+/// A job's container: the image and how it is confined.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Asked for by the pipeline; refused unless the run allows it (`--allow-privileged`).
+    pub privileged: bool,
+    /// Mount the Docker socket into the job container; refused unless the run allows it.
+    pub docker_socket: bool,
+    /// Read-only root file system (the workspace stays writable).
+    pub read_only: bool,
+    /// `none` for no network at all; otherwise the job gets its own network (with its services).
+    pub network: Option<String>,
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    /// Capabilities to add back beyond the default small set.
+    pub cap_add: Vec<String>,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A sidecar container of a job (`services:`), reachable by `name`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    /// Optional command (argv) replacing the image's default.
+    pub command: Option<Vec<String>>,
+    pub health: Option<HealthCheck>,
+    /// Container ports; from a host job they are published on 127.0.0.1 (random host ports).
+    pub ports: Vec<u16>,
+}
+
+/// How to tell a service is ready.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HealthCheck {
+    /// The image's own HEALTHCHECK.
+    Image,
+    /// A command run in the service container (exit 0 = healthy).
+    Command(Vec<String>),
+    /// A TCP port that accepts connections.
+    Tcp(u16),
 }
 
 /// One step command.
@@ -90,6 +141,18 @@ pub trait JobSession: Send {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, StepExit>;
+
+    /// Where a host path under the workspace or the control dir is seen by the job's processes
+    /// (the same path on the host; a mount point in a container).
+    fn path_in_job(&self, host_path: &std::path::Path) -> PathBuf {
+        host_path.to_path_buf()
+    }
+
+    /// Environment variables that describe the session to steps (e.g. addresses of services),
+    /// added to every step's environment.
+    fn session_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 
     /// Ends the job: stops every process the job's steps left behind (and removes containers).
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(), ExecError>>;

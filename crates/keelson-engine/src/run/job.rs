@@ -458,6 +458,12 @@ async fn run_in_workspace(
     let info = JobInfo {
         job: planned.id.clone(),
         workspace: workspace.to_path_buf(),
+        control_dir: control_dir.clone(),
+        container: None,
+        labels: vec![
+            ("org.keelson.run".to_owned(), shared.run_id.clone()),
+            ("org.keelson.job".to_owned(), planned.id.clone()),
+        ],
     };
     let mut session = match shared.executor.start_job(&info).await {
         Ok(session) => session,

@@ -16,6 +16,9 @@ fn job() -> JobInfo {
     JobInfo {
         job: "host-test".to_owned(),
         workspace: std::env::temp_dir(),
+        control_dir: std::env::temp_dir(),
+        container: None,
+        labels: Vec::new(),
     }
 }
 

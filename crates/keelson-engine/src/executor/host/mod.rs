@@ -93,6 +93,12 @@ impl Executor for HostExecutor {
         &'a self,
         job: &'a JobInfo,
     ) -> BoxFuture<'a, Result<Box<dyn JobSession>, ExecError>> {
+        if let Some(container) = &job.container {
+            return Box::pin(std::future::ready(Err(ExecError::Setup(format!(
+                "job `{}` asks for image `{}`, which the host executor cannot run",
+                job.job, container.image
+            )))));
+        }
         let session: Box<dyn JobSession> = Box::new(self.session(job));
         Box::pin(std::future::ready(Ok(session)))
     }
