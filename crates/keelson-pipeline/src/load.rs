@@ -9,7 +9,8 @@ use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::parse_duration;
 use crate::expr::{self, Template};
 use crate::model::{
-    ArtifactSpec, CacheSpec, Condition, EnvMap, Job, Matrix, Pipeline, Retry, Spanned, Step, Text,
+    ArtifactSpec, CacheSpec, Condition, ContainerOptions, EnvMap, Job, Matrix, Pipeline, Retry,
+    Service, ServiceHealth, Spanned, Step, Text,
 };
 use crate::source::{SourceMap, Span};
 use crate::validate;
@@ -48,6 +49,7 @@ const JOB_KEYS: &[&str] = &[
     "shell",
     "continue-on-error",
     "image",
+    "container",
     "services",
 ];
 const STEP_KEYS: &[&str] = &[
@@ -290,14 +292,26 @@ impl Loading {
             .take("continue-on-error")
             .and_then(|n| self.boolean(n))
             .unwrap_or(false);
-        for reserved in ["image", "services"] {
-            if let Some((key, _)) = map.key_value(reserved) {
-                self.diagnostics.push(
-                    Diagnostic::error(key.span, format!("`{reserved}` needs the container executor, which this version of Keelson does not have yet"))
-                        .with_hint("remove it to run the job's steps on the host"),
-                );
-                map.take(reserved);
-            }
+        let image = map.take("image").and_then(|n| self.text(n));
+        let container = match map.take("container") {
+            Some(node) => self.container_options(node),
+            None => ContainerOptions::default(),
+        };
+        if let (Some(at), None) = (container.span, &image) {
+            self.diagnostics.push(
+                Diagnostic::error(at, "`container:` settings need an `image:` for the job")
+                    .with_hint("add `image: NAME` to run the job's steps in a container"),
+            );
+        }
+        let services_node = map.take("services");
+        let services = services_node.map(|n| self.services(n)).unwrap_or_default();
+        if let (Some(node), None) = (services_node, &image) {
+            self.diagnostics.push(
+                Diagnostic::error(node.span, "services need the job to run in a container")
+                    .with_hint(
+                        "add `image:` to the job (services for host jobs are not supported yet)",
+                    ),
+            );
         }
         self.finish(map, JOB_KEYS, "job");
         let steps = match steps_node {
@@ -328,7 +342,213 @@ impl Loading {
             working_directory,
             shell,
             continue_on_error,
+            image,
+            container,
+            services,
         })
+    }
+
+    fn container_options(&mut self, node: &Node) -> ContainerOptions {
+        let mut options = ContainerOptions {
+            span: Some(node.span),
+            ..ContainerOptions::default()
+        };
+        let Some(mut map) = self.mapping(node, "container settings") else {
+            return options;
+        };
+        options.privileged = map
+            .take("privileged")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        options.docker_socket = map
+            .take("docker-socket")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        options.read_only = map
+            .take("read-only")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        if let Some(node) = map.take("network")
+            && let Some(network) = self.string(node)
+        {
+            if network == "none" {
+                options.network = Some(network);
+            } else {
+                self.diagnostics.push(
+                    Diagnostic::error(node.span, format!("unknown network `{network}`")).with_hint(
+                        "`network: none` cuts the job off; leave it out for the job's own network",
+                    ),
+                );
+            }
+        }
+        if let Some(node) = map.take("memory")
+            && let Some(text) = self.string(node)
+        {
+            match parse_bytes(&text) {
+                Some(bytes) => options.memory_bytes = Some(bytes),
+                None => self.diagnostics.push(
+                    Diagnostic::error(node.span, format!("`{text}` is not a size"))
+                        .with_hint("write e.g. `512m` or `2g`"),
+                ),
+            }
+        }
+        if let Some(node) = map.take("cpus") {
+            match node.as_scalar().and_then(|s| s.parse::<f64>().ok()) {
+                Some(cpus) if cpus > 0.0 && cpus <= 1024.0 => options.cpus = Some(cpus),
+                _ => self.expected(node, "a positive number of CPUs (e.g. 1.5)"),
+            }
+        }
+        options.pids = map
+            .take("pids")
+            .and_then(|n| self.positive_integer(n))
+            .map(i64::from);
+        if let Some(node) = map.take("cap-add") {
+            options.cap_add = self
+                .string_list(node)
+                .into_iter()
+                .filter_map(|cap| {
+                    let name = cap.value.trim_start_matches("CAP_").to_ascii_uppercase();
+                    if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !name.is_empty()
+                    {
+                        Some(name)
+                    } else {
+                        self.error(
+                            cap.span,
+                            format!("`{}` is not a capability name", cap.value),
+                        );
+                        None
+                    }
+                })
+                .collect();
+        }
+        self.finish(
+            map,
+            &[
+                "privileged",
+                "docker-socket",
+                "read-only",
+                "network",
+                "memory",
+                "cpus",
+                "pids",
+                "cap-add",
+            ],
+            "container",
+        );
+        options
+    }
+
+    fn services(&mut self, node: &Node) -> IndexMap<String, Service> {
+        let mut services = IndexMap::new();
+        let NodeKind::Map(entries) = &node.kind else {
+            self.expected(node, "a mapping of service names to services");
+            return services;
+        };
+        for (key, value) in entries {
+            let Some(name) = self.string(key) else {
+                continue;
+            };
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && name.starts_with(|c: char| c.is_ascii_lowercase());
+            if !valid {
+                self.diagnostics.push(
+                    Diagnostic::error(key.span, format!("`{name}` is not a valid service name"))
+                        .with_hint("service names are host names: lowercase letters, digits and `-`, starting with a letter"),
+                );
+                continue;
+            }
+            if services.contains_key(&name) {
+                self.error(key.span, format!("duplicate service `{name}`"));
+                continue;
+            }
+            let Some(mut map) = self.mapping(
+                value,
+                "a service (`image`, `env`, `ports`, `health`, `command`)",
+            ) else {
+                continue;
+            };
+            let image = map.take("image").and_then(|n| self.text(n));
+            let env = map.take("env").map(|n| self.env(n)).unwrap_or_default();
+            let command = map.take("command").map(|n| {
+                self.string_list(n)
+                    .into_iter()
+                    .map(|s| s.value)
+                    .collect::<Vec<_>>()
+            });
+            let ports = match map.take("ports") {
+                Some(node) => self.list_of(node, |this, item| {
+                    match item.as_scalar().and_then(|s| s.parse::<u16>().ok()) {
+                        Some(port) if port > 0 => Some(port),
+                        _ => {
+                            this.expected(item, "a port number (1-65535)");
+                            None
+                        }
+                    }
+                }),
+                None => Vec::new(),
+            };
+            let health = map.take("health").and_then(|n| self.service_health(n));
+            self.finish(
+                map,
+                &["image", "env", "command", "ports", "health"],
+                "service",
+            );
+            match image {
+                Some(image) => {
+                    services.insert(
+                        name.clone(),
+                        Service {
+                            name,
+                            span: key.span,
+                            image,
+                            env,
+                            command,
+                            ports,
+                            health,
+                        },
+                    );
+                }
+                None => self.diagnostics.push(
+                    Diagnostic::error(key.span, format!("service `{name}` needs an `image`"))
+                        .with_hint("e.g. `image: postgres:16`"),
+                ),
+            }
+        }
+        services
+    }
+
+    fn service_health(&mut self, node: &Node) -> Option<ServiceHealth> {
+        if node.as_scalar() == Some("image") {
+            return Some(ServiceHealth::Image);
+        }
+        let mut map = self.mapping(node, "`image`, `{cmd: …}` or `{tcp: PORT}`")?;
+        let cmd = map.take("cmd").and_then(|n| self.string(n));
+        let tcp =
+            map.take("tcp").and_then(
+                |n| match n.as_scalar().and_then(|s| s.parse::<u16>().ok()) {
+                    Some(port) if port > 0 => Some(port),
+                    _ => {
+                        self.expected(n, "a port number (1-65535)");
+                        None
+                    }
+                },
+            );
+        self.finish(map, &["cmd", "tcp"], "health check");
+        match (cmd, tcp) {
+            (Some(cmd), None) => Some(ServiceHealth::Command(cmd)),
+            (None, Some(port)) => Some(ServiceHealth::Tcp(port)),
+            (Some(_), Some(_)) => {
+                self.error(
+                    node.span,
+                    "a health check is either `cmd` or `tcp`, not both",
+                );
+                None
+            }
+            (None, None) => None,
+        }
     }
 
     fn steps(&mut self, node: &Node) -> Vec<Step> {
@@ -917,6 +1137,22 @@ impl<'n> MapReader<'n> {
 
 fn char_len(text: &str) -> usize {
     text.chars().count()
+}
+
+/// Sizes such as `512m`, `2g`, `1048576` (bytes; binary multiples).
+pub fn parse_bytes(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let text = text.strip_suffix('b').unwrap_or(&text);
+    let (number, multiplier) = match text.chars().last()? {
+        'k' => (&text[..text.len() - 1], 1i64 << 10),
+        'm' => (&text[..text.len() - 1], 1 << 20),
+        'g' => (&text[..text.len() - 1], 1 << 30),
+        't' => (&text[..text.len() - 1], 1 << 40),
+        _ => (text, 1),
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    let bytes = value * multiplier as f64;
+    (bytes >= 1.0 && bytes < i64::MAX as f64).then_some(bytes as i64)
 }
 
 /// Job and step ids: a letter or `_`, then letters, digits, `-`, `_`.

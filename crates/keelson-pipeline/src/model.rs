@@ -95,6 +95,51 @@ pub struct Job {
     pub shell: Option<Spanned<String>>,
     /// A failure of this job does not fail the run (dependants still see `failure`).
     pub continue_on_error: bool,
+    /// Run the steps in a container of this image (Docker executor) instead of on the host.
+    pub image: Option<Text>,
+    /// How the job's container is confined (only with `image`).
+    pub container: ContainerOptions,
+    /// Sidecar containers, by name (reachable by that name from a container job).
+    pub services: IndexMap<String, Service>,
+}
+
+/// `container:` of a job: confinement of its container. Defaults are the hardened ones.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ContainerOptions {
+    pub privileged: bool,
+    pub docker_socket: bool,
+    pub read_only: bool,
+    /// `none`: no network at all.
+    pub network: Option<String>,
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+    pub cap_add: Vec<String>,
+    /// Where `container:` was written, for errors.
+    pub span: Option<Span>,
+}
+
+/// One entry of `services:`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub span: Span,
+    pub image: Text,
+    pub env: EnvMap,
+    pub command: Option<Vec<String>>,
+    pub ports: Vec<u16>,
+    pub health: Option<ServiceHealth>,
+}
+
+/// `health:` of a service.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceHealth {
+    /// The image's own HEALTHCHECK (`health: image`).
+    Image,
+    /// A shell command run in the service container (`health: {cmd: "pg_isready"}`).
+    Command(String),
+    /// A TCP port accepting connections (`health: {tcp: 5432}`).
+    Tcp(u16),
 }
 
 /// `matrix:` of a job.

@@ -142,6 +142,13 @@ fn check_job_expressions(job: &Job, diagnostics: &mut Diagnostics) {
     {
         check_text(text, &job_place, diagnostics);
     }
+    for text in job.image.iter().chain(
+        job.services
+            .values()
+            .flat_map(|service| std::iter::once(&service.image).chain(service.env.values())),
+    ) {
+        check_text(text, &job_place, diagnostics);
+    }
     if let Some(cache) = &job.cache {
         for text in std::iter::once(&cache.key).chain(cache.restore_keys.iter()) {
             check_text(text, &job_place, diagnostics);

@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Run in the project directory itself instead of a fresh copy per job.
     #[arg(long)]
     pub in_place: bool,
+    /// Let jobs run privileged containers or mount the Docker socket when they ask for it.
+    #[arg(long)]
+    pub allow_privileged: bool,
     /// Time between SIGTERM and SIGKILL when steps are stopped (e.g. on Ctrl-C).
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: std::time::Duration,

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use keelson_core::Outcome;
+use keelson_engine::executor::Executor;
 use keelson_engine::executor::host::HostExecutor;
 use keelson_engine::git::GitInfo;
 use keelson_engine::records::RunStore;
-use keelson_engine::run::{RunOptions, run};
+use keelson_engine::run::{Executors, RunOptions, run};
 use keelson_pipeline::load::{Loaded, SourceLoader, load};
 use keelson_pipeline::plan::Plan;
 use tokio_util::sync::CancellationToken;
@@ -207,6 +208,8 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
     };
     let color = stdout_tty && std::env::var_os("NO_COLOR").is_none() && mode != Mode::Json;
 
+    let needs_containers = pipeline.jobs.values().any(|job| job.image.is_some());
+    let allow_privileged = args.allow_privileged;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(parallelism.clamp(2, 8))
@@ -220,6 +223,10 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
             force_cancel.clone(),
             Arc::clone(&interrupted),
         );
+        let executors = Executors {
+            host: Arc::new(HostExecutor::new()),
+            container: container_executor(needs_containers, allow_privileged).await,
+        };
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let renderer = tokio::spawn(render::render(receiver, RenderOptions { mode, color }));
         let result = run(
@@ -227,7 +234,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
             Arc::new(loaded.sources),
             plan,
             options,
-            Arc::new(HostExecutor::new()),
+            executors,
             sender,
             cancel,
         )
@@ -258,6 +265,18 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
             }
         })
     })
+}
+
+/// The Docker executor, connected only when some job has an `image:`.
+async fn container_executor(
+    needed: bool,
+    allow_privileged: bool,
+) -> Result<Arc<dyn Executor>, String> {
+    if !needed {
+        return Err("no job of this pipeline uses a container".to_owned());
+    }
+    let _ = allow_privileged;
+    Err("this build of keelson has no container executor yet".to_owned())
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM: cancel the run; steps get SIGTERM, then SIGKILL after the grace.

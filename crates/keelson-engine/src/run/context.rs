@@ -234,6 +234,16 @@ pub fn job_fingerprint(job: &Job) -> Value {
         "artifacts": job.artifacts.as_ref().map(|a| a.paths.iter().map(|p| &p.value).collect::<Vec<_>>()),
         "working-directory": job.working_directory.as_ref().map(text),
         "shell": job.shell.as_ref().map(|s| &s.value),
+        "image": job.image.as_ref().map(text),
+        "container": format!("{:?}", keelson_pipeline::model::ContainerOptions { span: None, ..job.container.clone() }),
+        "services": job.services.values().map(|service| json!({
+            "name": service.name,
+            "image": service.image.raw,
+            "env": env(&service.env),
+            "command": service.command,
+            "ports": service.ports,
+            "health": format!("{:?}", service.health),
+        })).collect::<Vec<_>>(),
         "steps": job.steps.iter().map(|step| json!({
             "id": step.id.as_ref().map(|i| &i.value),
             "name": step.name.as_ref().map(text),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use keelson_core::Outcome;
 use keelson_pipeline::expr::Status;
-use keelson_pipeline::model::{Pipeline, Step};
+use keelson_pipeline::model::{Pipeline, ServiceHealth, Step};
 use keelson_pipeline::source::SourceMap;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -21,7 +21,10 @@ use super::{JobDone, NeedsStatus, Shared, job_slug, root_hasher};
 use crate::artifacts::ArtifactManifest;
 use crate::cache::SaveOutcome;
 use crate::events::{CacheStatus, Event, Stream, now_ms};
-use crate::executor::{JobInfo, JobSession, OutputChunk, StepCommand, StepExit};
+use crate::executor::{
+    ContainerSpec, HealthCheck, JobInfo, JobSession, OutputChunk, ServiceSpec, StepCommand,
+    StepExit,
+};
 use crate::files::{self, WorkspaceFileHasher};
 use crate::records::{JobRecord, StepLog, StepRecord, write_atomic};
 
@@ -455,25 +458,57 @@ async fn run_in_workspace(
         return fail(format!("cannot create {}: {error}", control_dir.display()));
     }
 
+    let container = match &job.image {
+        Some(image) => match contexts.render(image) {
+            Ok(image) => Some(container_spec(job, image, &contexts)),
+            Err(failure) => return fail(failure.to_string()),
+        },
+        None => None,
+    };
+    let container = match container.transpose() {
+        Ok(container) => container,
+        Err(failure) => return fail(failure.to_string()),
+    };
+    let executor = match (&container, &shared.executors.container) {
+        (None, _) => &shared.executors.host,
+        (Some(_), Ok(executor)) => executor,
+        (Some(spec), Err(why)) => {
+            return fail(format!("job needs image `{}`, but {why}", spec.image));
+        }
+    };
+    let in_container = container.is_some();
     let info = JobInfo {
         job: planned.id.clone(),
         workspace: workspace.to_path_buf(),
         control_dir: control_dir.clone(),
-        container: None,
+        container,
         labels: vec![
             ("org.keelson.run".to_owned(), shared.run_id.clone()),
             ("org.keelson.job".to_owned(), planned.id.clone()),
         ],
     };
-    let mut session = match shared.executor.start_job(&info).await {
+    let mut session = match executor.start_job(&info).await {
         Ok(session) => session,
         Err(error) => {
             return fail(format!(
                 "cannot start the job on the {} executor: {error}",
-                shared.executor.name()
+                executor.name()
             ));
         }
     };
+
+    // How the job's processes see the workspace and control files, and what the session adds.
+    let seen: Vec<String> = [
+        workspace,
+        &control.output,
+        &control.env,
+        &control.path,
+        &control.temp,
+    ]
+    .iter()
+    .map(|path| session.path_in_job(path).display().to_string())
+    .collect();
+    let session_env = session.session_env();
 
     let deadline = job.timeout.map(|timeout| started + timeout);
     let mut steps_context = Map::new();
@@ -636,8 +671,14 @@ async fn run_in_workspace(
             }
             _ => workspace.to_path_buf(),
         };
-        let shell = shell_for(shared, job, step);
-        let mut process_env: Vec<(String, String)> = shared.inherited_env.clone();
+        let shell = shell_for(shared, job, step, in_container);
+        // A container job keeps its image's environment; nothing of the host's is inherited.
+        let mut process_env: Vec<(String, String)> = if in_container {
+            Vec::new()
+        } else {
+            shared.inherited_env.clone()
+        };
+
         let builtins = [
             ("CI", "true".to_owned()),
             ("KEELSON", "true".to_owned()),
@@ -646,11 +687,11 @@ async fn run_in_workspace(
             ("KEELSON_JOB", planned.id.clone()),
             ("KEELSON_JOB_ID", planned.job_id.clone()),
             ("KEELSON_STEP", (step_index + 1).to_string()),
-            ("KEELSON_WORKSPACE", workspace.display().to_string()),
-            ("KEELSON_OUTPUT", control.output.display().to_string()),
-            ("KEELSON_ENV", control.env.display().to_string()),
-            ("KEELSON_PATH", control.path.display().to_string()),
-            ("KEELSON_TEMP", control.temp.display().to_string()),
+            ("KEELSON_WORKSPACE", seen[0].clone()),
+            ("KEELSON_OUTPUT", seen[1].clone()),
+            ("KEELSON_ENV", seen[2].clone()),
+            ("KEELSON_PATH", seen[3].clone()),
+            ("KEELSON_TEMP", seen[4].clone()),
             ("KEELSON_GIT_SHA", shared.options.git.sha.clone()),
             ("KEELSON_GIT_BRANCH", shared.options.git.branch.clone()),
             ("KEELSON_EVENT", shared.options.git.event.clone()),
@@ -659,6 +700,7 @@ async fn run_in_workspace(
             &mut process_env,
             builtins.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
         );
+        set_env(&mut process_env, session_env.iter().cloned());
         set_env(&mut process_env, step_env.into_iter());
         for name in job.secrets.iter().chain(step.secrets.iter()) {
             if let Some(value) = shared.secrets.get(&name.value) {
@@ -673,7 +715,14 @@ async fn run_in_workspace(
                 .iter()
                 .find(|(k, _)| k == "PATH")
                 .map(|(_, v)| v.clone())
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    // In a container the image's PATH is not known here: the usual default.
+                    if in_container {
+                        CONTAINER_DEFAULT_PATH.to_owned()
+                    } else {
+                        String::new()
+                    }
+                });
             let mut path = path_additions
                 .iter()
                 .rev()
@@ -1103,13 +1152,65 @@ fn step_key(step: &Step, index: usize) -> String {
         .unwrap_or_else(|| format!("step{}", index + 1))
 }
 
-fn shell_for(shared: &Shared, job: &keelson_pipeline::model::Job, step: &Step) -> Vec<String> {
+/// `PATH` assumed inside a container when `$KEELSON_PATH` adds to it.
+const CONTAINER_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The container settings of a job, with its image rendered.
+fn container_spec(
+    job: &keelson_pipeline::model::Job,
+    image: String,
+    contexts: &Contexts<'_>,
+) -> Result<ContainerSpec, ExpressionFailure> {
+    let options = &job.container;
+    let mut services = Vec::new();
+    for service in job.services.values() {
+        let mut env = Vec::new();
+        for (name, text) in &service.env {
+            env.push((name.clone(), contexts.render(text)?));
+        }
+        services.push(ServiceSpec {
+            name: service.name.clone(),
+            image: contexts.render(&service.image)?,
+            env,
+            command: service.command.clone(),
+            health: service.health.as_ref().map(|health| match health {
+                ServiceHealth::Image => HealthCheck::Image,
+                ServiceHealth::Command(command) => {
+                    HealthCheck::Command(vec!["sh".to_owned(), "-c".to_owned(), command.clone()])
+                }
+                ServiceHealth::Tcp(port) => HealthCheck::Tcp(*port),
+            }),
+            ports: service.ports.clone(),
+        });
+    }
+    Ok(ContainerSpec {
+        image,
+        privileged: options.privileged,
+        docker_socket: options.docker_socket,
+        read_only: options.read_only,
+        network: options.network.clone(),
+        memory_bytes: options.memory_bytes,
+        cpus: options.cpus,
+        pids_limit: options.pids,
+        cap_add: options.cap_add.clone(),
+        services,
+    })
+}
+
+fn shell_for(
+    shared: &Shared,
+    job: &keelson_pipeline::model::Job,
+    step: &Step,
+    in_container: bool,
+) -> Vec<String> {
     let named = step
         .shell
         .as_ref()
         .or(job.shell.as_ref())
         .or(shared.pipeline.shell.as_ref());
     match named.map(|s| s.value.as_str()) {
+        // Images need not have bash: container steps default to POSIX sh.
+        None if in_container => ["sh", "-e", "-c"].iter().map(|s| (*s).to_owned()).collect(),
         None | Some("bash") => DEFAULT_SHELL.iter().map(|s| (*s).to_owned()).collect(),
         Some("sh") => ["sh", "-e", "-c"].iter().map(|s| (*s).to_owned()).collect(),
         Some("python") | Some("python3") => {

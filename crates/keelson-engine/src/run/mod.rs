@@ -55,6 +55,24 @@ pub struct RunOptions {
     pub environment: HashMap<String, String>,
 }
 
+/// The executors a run may use.
+#[derive(Clone)]
+pub struct Executors {
+    /// Jobs without `image:`.
+    pub host: Arc<dyn Executor>,
+    /// Jobs with `image:`, or why there is no container executor (e.g. Docker unreachable).
+    pub container: Result<Arc<dyn Executor>, String>,
+}
+
+impl std::fmt::Debug for Executors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executors")
+            .field("host", &self.host.name())
+            .field("container", &self.container.as_ref().map(|e| e.name()))
+            .finish()
+    }
+}
+
 /// What a finished run reports to its caller.
 #[derive(Clone, Debug)]
 pub struct RunReport {
@@ -95,7 +113,7 @@ pub(crate) struct Shared {
     pub sources: Arc<SourceMap>,
     pub plan: Plan,
     pub options: RunOptions,
-    pub executor: Arc<dyn Executor>,
+    pub executors: Executors,
     pub events: UnboundedSender<Event>,
     pub masker: Masker,
     pub run_id: String,
@@ -182,7 +200,7 @@ pub async fn run(
     sources: Arc<SourceMap>,
     plan: Plan,
     options: RunOptions,
-    executor: Arc<dyn Executor>,
+    executors: Executors,
     events: UnboundedSender<Event>,
     cancel: CancellationToken,
 ) -> Result<RunReport, RunError> {
@@ -249,7 +267,7 @@ pub async fn run(
         pipeline,
         sources,
         plan,
-        executor,
+        executors,
         events,
         masker,
         run_id: run_id.clone(),
