@@ -14,6 +14,9 @@ pub struct GitInfo {
     /// What started the run: `local` for `keelson run`, `push`, `schedule`, … on the server.
     pub event: String,
     pub message: String,
+    /// The `origin` remote's URL (where the repository lives), or empty.
+    #[serde(default)]
+    pub repository: String,
 }
 
 impl GitInfo {
@@ -43,8 +46,53 @@ impl GitInfo {
             branch,
             tag: git(&["describe", "--tags", "--exact-match", "HEAD"]),
             message: git(&["log", "-1", "--format=%B", "HEAD"]),
+            repository: without_credentials(&git(&["remote", "get-url", "origin"])),
             sha,
             event: event.to_owned(),
+        }
+    }
+}
+
+/// A remote URL without `user:password@` (tokens in remote URLs must not end up in labels/logs).
+pub fn without_credentials(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest
+            .split_once('/')
+            .map_or((rest, None), |(a, p)| (a, Some(p)));
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        return match path {
+            Some(path) => format!("{scheme}://{host}/{path}"),
+            None => format!("{scheme}://{host}"),
+        };
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_lose_their_credentials() {
+        for (url, expect) in [
+            (
+                "https://user:tok3n@example.com/org/repo.git",
+                "https://example.com/org/repo.git",
+            ),
+            (
+                "https://example.com/org/repo.git",
+                "https://example.com/org/repo.git",
+            ),
+            ("ssh://git@example.com:22/repo", "ssh://example.com:22/repo"),
+            (
+                "git@example.com:org/repo.git",
+                "git@example.com:org/repo.git",
+            ),
+            ("/srv/git/repo", "/srv/git/repo"),
+        ] {
+            assert_eq!(without_credentials(url), expect, "{url}");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! leaves the engine (events, log files).
 
 pub mod artifacts;
+pub mod build;
 pub mod cache;
 pub mod events;
 pub mod executor;

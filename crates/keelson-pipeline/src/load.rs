@@ -9,8 +9,8 @@ use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::parse_duration;
 use crate::expr::{self, Template};
 use crate::model::{
-    ArtifactSpec, CacheSpec, Condition, ContainerOptions, EnvMap, Job, Matrix, Pipeline, Retry,
-    Service, ServiceHealth, Spanned, Step, Text,
+    Action, ArtifactSpec, BuildSpec, CacheSpec, Condition, ContainerOptions, EnvMap, Job, Matrix,
+    Pipeline, Retry, Service, ServiceHealth, Spanned, Step, Text,
 };
 use crate::source::{SourceMap, Span};
 use crate::validate;
@@ -64,6 +64,7 @@ const STEP_KEYS: &[&str] = &[
     "continue-on-error",
     "retry",
     "secrets",
+    "build",
 ];
 const MATRIX_KEYS: &[&str] = &["include", "exclude", "max-parallel", "fail-fast"];
 const INCLUDE_DEPTH: usize = 8;
@@ -578,6 +579,8 @@ impl Loading {
         let name = map.take("name").and_then(|n| self.text(n));
         let run_node = map.take("run");
         let run = run_node.and_then(|n| self.text(n));
+        let build_node = map.take("build");
+        let build = build_node.and_then(|n| self.build_spec(n));
         let shell = map
             .take("shell")
             .and_then(|n| self.string(n).map(|s| Spanned::new(s, n.span)));
@@ -605,21 +608,32 @@ impl Loading {
             map.take("uses");
         }
         self.finish(map, STEP_KEYS, "step");
-        let Some(run) = run else {
-            if run_node.is_some() {
-                return None; // the problem with `run` itself is already reported
+        let action = match (run, build) {
+            (Some(run), None) if build_node.is_none() => Action::Run(run),
+            (None, Some(build)) if run_node.is_none() => Action::Build(build),
+            _ if run_node.is_some() && build_node.is_some() => {
+                self.diagnostics.push(
+                    Diagnostic::error(node.span, "a step has either `run:` or `build:`, not both")
+                        .with_hint("split it into two steps"),
+                );
+                return None;
             }
-            self.diagnostics.push(
-                Diagnostic::error(node.span, "a step needs `run:` with the command to run")
-                    .with_hint("e.g. `- run: make test`"),
-            );
-            return None;
+            _ if run_node.is_some() || build_node.is_some() => {
+                return None; // the problem with `run`/`build` itself is already reported
+            }
+            _ => {
+                self.diagnostics.push(
+                    Diagnostic::error(node.span, "a step needs `run:` with the command to run")
+                        .with_hint("e.g. `- run: make test` (or `build:` to build an image)"),
+                );
+                return None;
+            }
         };
         Some(Step {
             id,
             name,
             span: node.span,
-            run,
+            action,
             shell,
             working_directory,
             env,
@@ -628,6 +642,53 @@ impl Loading {
             continue_on_error,
             retry,
             secrets,
+        })
+    }
+
+    fn build_spec(&mut self, node: &Node) -> Option<BuildSpec> {
+        let mut map = self.mapping(
+            node,
+            "an image build (`context`, `dockerfile`, `args`, `target`, `tags`)",
+        )?;
+        let context = map.take("context").and_then(|n| self.text(n));
+        let dockerfile = map.take("dockerfile").and_then(|n| self.text(n));
+        let args = map.take("args").map(|n| self.env(n)).unwrap_or_default();
+        let target = map.take("target").and_then(|n| self.text(n));
+        let tags = match map.take("tags") {
+            Some(node) if matches!(node.kind, NodeKind::Scalar { .. }) => {
+                self.text(node).into_iter().collect()
+            }
+            Some(node) => self.list_of(node, |this, item| this.text(item)),
+            None => Vec::new(),
+        };
+        self.finish(
+            map,
+            &["context", "dockerfile", "args", "target", "tags"],
+            "build",
+        );
+        for path in context.iter().chain(dockerfile.iter()) {
+            let raw = path.raw.as_str();
+            if raw.starts_with('/') || raw.split('/').any(|part| part == "..") {
+                self.diagnostics.push(
+                    Diagnostic::error(path.span, format!("path `{raw}` leaves the workspace"))
+                        .with_hint("build paths are relative to the job's workspace"),
+                );
+            }
+        }
+        if tags.is_empty() {
+            self.diagnostics.push(
+                Diagnostic::error(node.span, "an image build needs `tags:` (the image's name)")
+                    .with_hint("e.g. `tags: [hello-service:${{ git.sha }}]`"),
+            );
+            return None;
+        }
+        Some(BuildSpec {
+            context,
+            dockerfile,
+            args,
+            target,
+            tags,
+            span: node.span,
         })
     }
 

@@ -175,7 +175,8 @@ pub struct Step {
     pub id: Option<Spanned<String>>,
     pub name: Option<Text>,
     pub span: Span,
-    pub run: Text,
+    /// What the step does: a script, or a built-in action.
+    pub action: Action,
     pub shell: Option<Spanned<String>>,
     pub working_directory: Option<Text>,
     pub env: EnvMap,
@@ -184,6 +185,80 @@ pub struct Step {
     pub continue_on_error: bool,
     pub retry: Option<Retry>,
     pub secrets: Vec<Spanned<String>>,
+}
+
+/// What a step does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// `run:` a script with the step's shell.
+    Run(Text),
+    /// `build:` a container image through the Docker Engine.
+    Build(BuildSpec),
+}
+
+/// `build:` of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildSpec {
+    /// Build context, relative to the workspace (default `.`).
+    pub context: Option<Text>,
+    /// Dockerfile, relative to the context (default `Dockerfile`).
+    pub dockerfile: Option<Text>,
+    pub args: EnvMap,
+    pub target: Option<Text>,
+    /// Image names to tag the result with (at least one).
+    pub tags: Vec<Text>,
+    pub span: Span,
+}
+
+impl Step {
+    /// The script of a `run:` step.
+    pub fn script(&self) -> Option<&Text> {
+        match &self.action {
+            Action::Run(text) => Some(text),
+            Action::Build(_) => None,
+        }
+    }
+
+    /// Every templated string of the step's action, for checks.
+    pub fn action_texts(&self) -> Vec<&Text> {
+        match &self.action {
+            Action::Run(text) => vec![text],
+            Action::Build(build) => build
+                .context
+                .iter()
+                .chain(build.dockerfile.iter())
+                .chain(build.args.values())
+                .chain(build.target.iter())
+                .chain(build.tags.iter())
+                .collect(),
+        }
+    }
+
+    /// A short description for step names: the first line of the script, or `build TAG`.
+    pub fn summary(&self) -> String {
+        let text = match &self.action {
+            Action::Run(text) => text
+                .raw
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+            Action::Build(build) => format!(
+                "build {}",
+                build
+                    .tags
+                    .first()
+                    .map(|t| t.raw.as_str())
+                    .unwrap_or("image")
+            ),
+        };
+        if text.chars().count() > 60 {
+            format!("{}…", text.chars().take(59).collect::<String>())
+        } else {
+            text
+        }
+    }
 }
 
 /// `retry:` of a step: up to `max` further attempts, `delay` apart.

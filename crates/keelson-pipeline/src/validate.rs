@@ -166,7 +166,9 @@ fn check_job_expressions(job: &Job, diagnostics: &mut Diagnostics) {
             earlier_steps: seen_ids.clone(),
             step_secrets: &step.secrets,
         };
-        for text in std::iter::once(&step.run)
+        for text in step
+            .action_texts()
+            .into_iter()
             .chain(step.name.iter())
             .chain(step.env.values())
             .chain(step.working_directory.iter())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use keelson_core::Outcome;
+use keelson_engine::build::DockerBuilder;
 use keelson_engine::executor::Executor;
 use keelson_engine::executor::host::HostExecutor;
 use keelson_engine::git::GitInfo;
@@ -209,6 +210,11 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
     let color = stdout_tty && std::env::var_os("NO_COLOR").is_none() && mode != Mode::Json;
 
     let needs_containers = pipeline.jobs.values().any(|job| job.image.is_some());
+    let needs_builds = pipeline.jobs.values().any(|job| {
+        job.steps
+            .iter()
+            .any(|step| matches!(step.action, keelson_pipeline::model::Action::Build(_)))
+    });
     let allow_privileged = args.allow_privileged;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -226,6 +232,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
         let executors = Executors {
             host: Arc::new(HostExecutor::new()),
             container: container_executor(needs_containers, allow_privileged).await,
+            images: image_builder(needs_builds).await,
         };
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let renderer = tokio::spawn(render::render(receiver, RenderOptions { mode, color }));
@@ -277,6 +284,17 @@ async fn container_executor(
     }
     let _ = allow_privileged;
     Err("this build of keelson has no container executor yet".to_owned())
+}
+
+/// The image builder, connected only when some step has `build:`.
+async fn image_builder(needed: bool) -> Result<Arc<DockerBuilder>, String> {
+    if !needed {
+        return Err("no step of this pipeline builds an image".to_owned());
+    }
+    DockerBuilder::connect()
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM: cancel the run; steps get SIGTERM, then SIGKILL after the grace.

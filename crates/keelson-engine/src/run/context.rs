@@ -247,7 +247,8 @@ pub fn job_fingerprint(job: &Job) -> Value {
         "steps": job.steps.iter().map(|step| json!({
             "id": step.id.as_ref().map(|i| &i.value),
             "name": step.name.as_ref().map(text),
-            "run": step.run.raw,
+            "action": step.action_texts().iter().map(|t| t.raw.as_str()).collect::<Vec<_>>(),
+            "build": matches!(step.action, keelson_pipeline::model::Action::Build(_)),
             "shell": step.shell.as_ref().map(|s| &s.value),
             "working-directory": step.working_directory.as_ref().map(text),
             "env": env(&step.env),

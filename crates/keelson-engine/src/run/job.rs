@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use keelson_core::Outcome;
 use keelson_pipeline::expr::Status;
-use keelson_pipeline::model::{Pipeline, ServiceHealth, Step};
+use keelson_pipeline::model::{Action, Pipeline, ServiceHealth, Step, Text};
 use keelson_pipeline::source::SourceMap;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -627,7 +627,7 @@ async fn run_in_workspace(
 
         // Render what the step runs.
         let rendered = render_step(step, &contexts, env_now.clone(), &shared.options.vars);
-        let (script, step_env, working_directory) = match rendered {
+        let (work, step_env, working_directory) = match rendered {
             Ok(parts) => parts,
             Err(failure) => {
                 output.system(Some((step_index, &mut log)), &format!("error: {failure}"));
@@ -775,6 +775,26 @@ async fn run_in_workspace(
                     job_deadline_hit = false;
                 }
             }
+            if let StepWork::Build(build) = &work {
+                exit = run_build(
+                    shared,
+                    output,
+                    workspace,
+                    build,
+                    planned,
+                    step_index,
+                    &mut log,
+                    &step_cancel,
+                )
+                .await;
+                if exit == StepExit::Exited(0) || exit == StepExit::Cancelled {
+                    break;
+                }
+                continue;
+            }
+            let StepWork::Script(script) = &work else {
+                continue;
+            };
             let command = StepCommand {
                 shell: shell.clone(),
                 script: script.clone(),
@@ -886,7 +906,7 @@ async fn run_in_workspace(
                     .name
                     .as_ref()
                     .map(|n| n.raw.clone())
-                    .unwrap_or_else(|| first_line(&rest.run.raw));
+                    .unwrap_or_else(|| rest.summary());
                 shared.emit(Event::StepFinished {
                     job: planned.id.clone(),
                     step: rest_index,
@@ -1065,10 +1085,22 @@ async fn run_command(
     log: &mut StepLog,
     cancel: &CancellationToken,
 ) -> StepExit {
-    let (sender, mut receiver) = mpsc::channel::<OutputChunk>(64);
+    let (sender, receiver) = mpsc::channel::<OutputChunk>(64);
+    let step = session.run_step(command, sender, cancel.clone());
+    pump(shared, output, step_index, log, receiver, step).await
+}
+
+/// Turns the output chunks of a running step into masked lines until `step` ends.
+async fn pump(
+    shared: &Shared,
+    output: &JobOutput<'_>,
+    step_index: usize,
+    log: &mut StepLog,
+    mut receiver: mpsc::Receiver<OutputChunk>,
+    step: impl std::future::Future<Output = StepExit>,
+) -> StepExit {
     let mut stdout = shared.masker.line_stream();
     let mut stderr = shared.masker.line_stream();
-    let step = session.run_step(command, sender, cancel.clone());
     tokio::pin!(step);
     let mut handle = |chunk: OutputChunk, log: &mut StepLog| {
         let lines = match chunk.stream {
@@ -1100,8 +1132,112 @@ async fn run_command(
     exit
 }
 
-/// A step's script, its environment entries and its working directory, rendered.
-type RenderedStep = (String, Vec<(String, String)>, Option<String>);
+/// Runs a `build:` step through the Docker Engine, labelling the image with its provenance.
+#[allow(clippy::too_many_arguments)]
+async fn run_build(
+    shared: &Shared,
+    output: &JobOutput<'_>,
+    workspace: &Path,
+    build: &RenderedBuild,
+    planned: &keelson_pipeline::plan::PlannedJob,
+    step_index: usize,
+    log: &mut StepLog,
+    cancel: &CancellationToken,
+) -> StepExit {
+    let builder = match &shared.executors.images {
+        Ok(builder) => Arc::clone(builder),
+        Err(why) => {
+            output.system(
+                Some((step_index, log)),
+                &format!("error: cannot build images: {why}"),
+            );
+            return StepExit::SpawnFailed(format!("cannot build images: {why}"));
+        }
+    };
+    for path in [&build.context, &build.dockerfile] {
+        if Path::new(path).is_absolute()
+            || Path::new(path)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            let message = format!("build path `{path}` must stay inside the workspace");
+            output.system(Some((step_index, log)), &format!("error: {message}"));
+            return StepExit::SpawnFailed(message);
+        }
+    }
+    let git = &shared.options.git;
+    let mut labels = vec![
+        (
+            "org.opencontainers.image.created".to_owned(),
+            crate::build::rfc3339_now(),
+        ),
+        (
+            "org.opencontainers.image.revision".to_owned(),
+            git.sha.clone(),
+        ),
+        ("org.keelson.run.id".to_owned(), shared.run_id.clone()),
+        (
+            "org.keelson.run.number".to_owned(),
+            shared.number.to_string(),
+        ),
+        ("org.keelson.job".to_owned(), planned.id.clone()),
+    ];
+    let source = if git.repository.is_empty() {
+        shared.options.root.display().to_string()
+    } else {
+        git.repository.clone()
+    };
+    labels.push(("org.opencontainers.image.source".to_owned(), source));
+    if !git.branch.is_empty() {
+        labels.push((
+            "org.opencontainers.image.ref.name".to_owned(),
+            git.branch.clone(),
+        ));
+    }
+    let request = crate::build::BuildRequest {
+        context: workspace.join(&build.context),
+        dockerfile: build.dockerfile.clone(),
+        args: build.args.clone(),
+        target: build.target.clone(),
+        tags: build.tags.clone(),
+        labels,
+    };
+    let (sender, receiver) = mpsc::channel::<OutputChunk>(64);
+    let work = async move {
+        match builder.build(&request, &sender, cancel).await {
+            Ok(_) => StepExit::Exited(0),
+            Err(crate::build::BuildError::Cancelled) => StepExit::Cancelled,
+            Err(error) => {
+                let _ = sender
+                    .send(OutputChunk {
+                        stream: Stream::Stderr,
+                        bytes: format!("build failed: {error}\n").into_bytes(),
+                    })
+                    .await;
+                StepExit::Exited(1)
+            }
+        }
+    };
+    pump(shared, output, step_index, log, receiver, work).await
+}
+
+/// What a step does, its environment entries and its working directory, rendered.
+type RenderedStep = (StepWork, Vec<(String, String)>, Option<String>);
+
+/// A rendered step action.
+enum StepWork {
+    Script(String),
+    Build(RenderedBuild),
+}
+
+/// A rendered `build:`; paths still relative to the workspace.
+struct RenderedBuild {
+    context: String,
+    dockerfile: String,
+    args: Vec<(String, String)>,
+    target: Option<String>,
+    tags: Vec<String>,
+}
 
 fn render_step(
     step: &Step,
@@ -1116,32 +1252,51 @@ fn render_step(
         status: contexts.status,
     };
     let env = scratch.render_env(env, &step.env, vars)?;
-    let script = scratch.render(&step.run)?;
+    let work = match &step.action {
+        Action::Run(script) => StepWork::Script(scratch.render(script)?),
+        Action::Build(build) => {
+            let render_all = |texts: &IndexMap<String, Text>| -> Result<Vec<(String, String)>, ExpressionFailure> {
+                texts.iter().map(|(k, v)| Ok((k.clone(), scratch.render(v)?))).collect()
+            };
+            StepWork::Build(RenderedBuild {
+                context: build
+                    .context
+                    .as_ref()
+                    .map(|t| scratch.render(t))
+                    .transpose()?
+                    .unwrap_or_else(|| ".".to_owned()),
+                dockerfile: build
+                    .dockerfile
+                    .as_ref()
+                    .map(|t| scratch.render(t))
+                    .transpose()?
+                    .unwrap_or_else(|| "Dockerfile".to_owned()),
+                args: render_all(&build.args)?,
+                target: build
+                    .target
+                    .as_ref()
+                    .map(|t| scratch.render(t))
+                    .transpose()?,
+                tags: build
+                    .tags
+                    .iter()
+                    .map(|t| scratch.render(t))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+    };
     let working_directory = step
         .working_directory
         .as_ref()
         .map(|t| scratch.render(t))
         .transpose()?;
-    Ok((script, env.into_iter().collect(), working_directory))
+    Ok((work, env.into_iter().collect(), working_directory))
 }
 
 fn step_name(step: &Step, contexts: &Contexts<'_>) -> String {
     match &step.name {
         Some(name) => contexts.render(name).unwrap_or_else(|_| name.raw.clone()),
-        None => first_line(&step.run.raw),
-    }
-}
-
-fn first_line(text: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    if line.chars().count() > 60 {
-        format!("{}…", line.chars().take(59).collect::<String>())
-    } else {
-        line.to_owned()
+        None => step.summary(),
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Executors {
     pub host: Arc<dyn Executor>,
     /// Jobs with `image:`, or why there is no container executor (e.g. Docker unreachable).
     pub container: Result<Arc<dyn Executor>, String>,
+    /// `build:` steps, or why images cannot be built.
+    pub images: Result<Arc<crate::build::DockerBuilder>, String>,
 }
 
 impl std::fmt::Debug for Executors {

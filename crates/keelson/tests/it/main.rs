@@ -2,6 +2,7 @@
 //! bash processes, temporary projects and data directories (see `support`).
 
 mod artifacts;
+mod build;
 mod cache;
 mod cli;
 mod conditions;
