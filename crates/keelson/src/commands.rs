@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use keelson_core::Outcome;
 use keelson_engine::build::DockerBuilder;
 use keelson_engine::executor::Executor;
+use keelson_engine::executor::docker::{DockerExecutor, DockerOptions};
 use keelson_engine::executor::host::HostExecutor;
 use keelson_engine::git::GitInfo;
 use keelson_engine::records::RunStore;
@@ -282,8 +283,10 @@ async fn container_executor(
     if !needed {
         return Err("no job of this pipeline uses a container".to_owned());
     }
-    let _ = allow_privileged;
-    Err("this build of keelson has no container executor yet".to_owned())
+    match DockerExecutor::connect(DockerOptions { allow_privileged }).await {
+        Ok(executor) => Ok(Arc::new(executor)),
+        Err(error) => Err(format!("the Docker Engine is not reachable: {error}")),
+    }
 }
 
 /// The image builder, connected only when some step has `build:`.

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Stream;
 
+pub mod docker;
 pub mod host;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -314,6 +314,13 @@ fn failed_early(
         outputs: IndexMap::new(),
         at_ms: now_ms(),
     });
+    failure(shared, index, slug, started, &reason)
+}
+
+/// The result of a job that failed before or outside its steps (no events: the caller reports).
+fn failure(shared: &Shared, index: usize, slug: &str, started: Instant, reason: &str) -> JobDone {
+    let planned = &shared.plan.jobs[index];
+    let reason = shared.masker.mask_str(reason);
     JobDone {
         outcome: Outcome::Failure,
         outputs: IndexMap::new(),
@@ -343,7 +350,11 @@ async fn run_in_workspace(
 ) -> JobDone {
     let planned = &shared.plan.jobs[index];
     let job = &shared.pipeline.jobs[&planned.job_id];
-    let fail = |reason: String| failed_early(shared, index, slug, started, &reason);
+    // The caller reports the job's end; here the reason is logged and the result built.
+    let fail = |reason: String| {
+        output.system(None, &format!("error: {reason}"));
+        failure(shared, index, slug, started, &reason)
+    };
 
     // Artifacts of the jobs this one needs.
     for manifest in &inputs.artifacts {
