@@ -6,6 +6,7 @@ mod build;
 mod cache;
 mod cli;
 mod conditions;
+mod containers;
 mod dag;
 mod env;
 mod init;
