@@ -27,6 +27,25 @@ pub struct BuildRequest {
     /// Names to tag the image with; the first is passed to the build.
     pub tags: Vec<String>,
     pub labels: Vec<(String, String)>,
+    /// Push every tag after the build, logging in as `keelson` with this token where given.
+    pub push: Option<PushAuth>,
+}
+
+/// Credentials for pushing to a Keelson (or any token-protected) registry.
+#[derive(Clone, PartialEq)]
+pub struct PushAuth {
+    pub username: String,
+    /// `None` for registries that take anonymous pushes.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PushAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// A finished build.
@@ -162,10 +181,68 @@ impl DockerBuilder {
             &format!("built {image_id} as {}", request.tags.join(", ")),
         )
         .await;
+        if let Some(auth) = &request.push {
+            for tag in &request.tags {
+                self.push(tag, auth, output, cancel).await?;
+            }
+        }
         Ok(BuildResult {
             image_id,
             tags: request.tags.clone(),
         })
+    }
+
+    /// Pushes one tag to the registry its name points at.
+    async fn push(
+        &self,
+        tag: &str,
+        auth: &PushAuth,
+        output: &mpsc::Sender<OutputChunk>,
+        cancel: &CancellationToken,
+    ) -> Result<(), BuildError> {
+        let (repo, tag_name) = split_tag(tag);
+        let Some(registry) = registry_host(repo) else {
+            return Err(BuildError::Build(format!(
+                "cannot push `{tag}`: the name has no registry (write it as HOST:PORT/NAME:TAG)"
+            )));
+        };
+        say(
+            output,
+            Stream::System,
+            &format!("pushing {tag} to {registry}"),
+        )
+        .await;
+        let credentials = bollard::auth::DockerCredentials {
+            username: Some(auth.username.clone()),
+            password: auth.password.clone(),
+            serveraddress: Some(registry.to_owned()),
+            ..Default::default()
+        };
+        let options = bollard::query_parameters::PushImageOptionsBuilder::new()
+            .tag(tag_name)
+            .build();
+        let mut stream = self
+            .docker
+            .push_image(repo, Some(options), Some(credentials));
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+            };
+            let Some(item) = item else { break };
+            let info = item.map_err(|e| BuildError::Build(format!("pushing {tag}: {e}")))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(BuildError::Build(format!("pushing {tag}: {message}")));
+            }
+            // Progress ticks are left out; state changes (Pushed, digest, …) are shown.
+            if let Some(status) = info.status
+                && info.progress_detail.is_none_or(|p| p.current.is_none())
+            {
+                say(output, Stream::Stdout, &format!("{status}\n")).await;
+            }
+        }
+        say(output, Stream::System, &format!("pushed {tag}")).await;
+        Ok(())
     }
 
     /// The labels of an image (for tests and `keelson` commands).
@@ -194,6 +271,13 @@ fn split_tag(name: &str) -> (&str, &str) {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
         _ => (name, "latest"),
     }
+}
+
+/// The registry host of an image name (`127.0.0.1:5000/app` → `127.0.0.1:5000`): the first
+/// component when it has a `.` or `:` or is `localhost`, as Docker decides.
+pub fn registry_host(repo: &str) -> Option<&str> {
+    let (first, _) = repo.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
 /// `.dockerignore` rules: patterns matched against paths relative to the context (with `**`,

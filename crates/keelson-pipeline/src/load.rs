@@ -661,9 +661,24 @@ impl Loading {
             Some(node) => self.list_of(node, |this, item| this.text(item)),
             None => Vec::new(),
         };
+        let push = map
+            .take("push")
+            .and_then(|n| self.boolean(n))
+            .unwrap_or(false);
+        let registry_token = map
+            .take("registry-token")
+            .and_then(|n| self.string(n).map(|s| Spanned::new(s, n.span)));
         self.finish(
             map,
-            &["context", "dockerfile", "args", "target", "tags"],
+            &[
+                "context",
+                "dockerfile",
+                "args",
+                "target",
+                "tags",
+                "push",
+                "registry-token",
+            ],
             "build",
         );
         for path in context.iter().chain(dockerfile.iter()) {
@@ -688,6 +703,8 @@ impl Loading {
             args,
             target,
             tags,
+            push,
+            registry_token,
             span: node.span,
         })
     }

@@ -207,6 +207,10 @@ pub struct BuildSpec {
     pub target: Option<Text>,
     /// Image names to tag the result with (at least one).
     pub tags: Vec<Text>,
+    /// Push every tag to its registry after the build.
+    pub push: bool,
+    /// The secret holding the registry token (user `keelson`), for `push`.
+    pub registry_token: Option<Spanned<String>>,
     pub span: Span,
 }
 

@@ -178,6 +178,25 @@ fn check_job_expressions(job: &Job, diagnostics: &mut Diagnostics) {
         if let Some(condition) = &step.condition {
             check_condition(condition, &place, diagnostics);
         }
+        if let crate::model::Action::Build(build) = &step.action
+            && let Some(token) = &build.registry_token
+            && !job
+                .secrets
+                .iter()
+                .chain(&step.secrets)
+                .any(|s| s.value == token.value)
+        {
+            diagnostics.push(
+                Diagnostic::error(
+                    token.span,
+                    format!("secret `{}` is not requested here", token.value),
+                )
+                .with_hint(format!(
+                    "add `{}` to the `secrets:` list of the job or step",
+                    token.value
+                )),
+            );
+        }
         if let Some(id) = &step.id {
             if seen_ids.contains(&id.value.as_str()) {
                 diagnostics.push(

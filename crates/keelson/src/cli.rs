@@ -29,6 +29,43 @@ pub enum Command {
     Logs(LogsArgs),
     /// Write a starter .keelson.yml for the project in the directory.
     Init(InitArgs),
+    /// Keelson's artifact storage: an OCI registry and generic artifacts.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Serve the OCI Distribution API (/v2/) and generic artifacts (/artifacts/).
+    Serve(RegistryServeArgs),
+    /// Remove blobs and manifests nothing references (run when no push is in flight).
+    Gc(RegistryGcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR")]
+    pub listen: String,
+    /// Storage directory (default: <data dir>/registry).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// File holding the write token (else KEELSON_REGISTRY_TOKEN). Clients log in as `keelson`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Let anyone pull without the token (pushes always need it).
+    #[arg(long)]
+    pub anonymous_read: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryGcArgs {
+    /// Storage directory (default: <data dir>/registry).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Report what would be removed without removing it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,10 @@ use keelson_pipeline::load::{Loaded, SourceLoader, load};
 use keelson_pipeline::plan::Plan;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, DirArgs, GraphArgs, InitArgs, LogsArgs, RunArgs};
+use crate::cli::{
+    Cli, Command, DirArgs, GraphArgs, InitArgs, LogsArgs, RegistryCommand, RegistryGcArgs,
+    RegistryServeArgs, RunArgs,
+};
 use crate::render::{self, Mode, RenderOptions};
 
 pub const EXIT_OK: u8 = 0;
@@ -37,6 +40,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Graph(args) => graph_command(&args),
         Command::Logs(args) => logs_command(&args, &data_dir),
         Command::Init(args) => init_command(&args),
+        Command::Registry(RegistryCommand::Serve(args)) => registry_serve(&args, &data_dir),
+        Command::Registry(RegistryCommand::Gc(args)) => registry_gc(&args, &data_dir),
     }
 }
 
@@ -398,6 +403,73 @@ fn logs_command(args: &LogsArgs, data_dir: &Path) -> anyhow::Result<u8> {
     {
         bail!("run {} has no job `{job}`", record.id);
     }
+    Ok(EXIT_OK)
+}
+
+/// Shortest write token the registry accepts.
+const MIN_REGISTRY_TOKEN: usize = 16;
+
+fn registry_serve(args: &RegistryServeArgs, data_dir: &Path) -> anyhow::Result<u8> {
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| data_dir.join("registry"));
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?,
+        None => std::env::var(keelson_registry::TOKEN_ENV).with_context(|| {
+            format!(
+                "no registry token: pass --token-file or set {}",
+                keelson_registry::TOKEN_ENV
+            )
+        })?,
+    };
+    let token = token.trim().to_owned();
+    if token.len() < MIN_REGISTRY_TOKEN {
+        bail!("the registry token must be at least {MIN_REGISTRY_TOKEN} characters");
+    }
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        print_out(&format!(
+            "keelson registry listening on http://{address} (data {}); log in with `docker login -u keelson --password-stdin {address}`\n",
+            data.display()
+        ));
+        let config = keelson_registry::RegistryConfig {
+            anonymous_read: args.anonymous_read,
+            ..keelson_registry::RegistryConfig::new(&data, token)
+        };
+        keelson_registry::serve(listener, config).await?;
+        anyhow::Ok(EXIT_OK)
+    })
+}
+
+fn registry_gc(args: &RegistryGcArgs, data_dir: &Path) -> anyhow::Result<u8> {
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| data_dir.join("registry"));
+    let report = keelson_registry::gc(&data, args.dry_run)?;
+    print_out(&format!(
+        "{}{} blob(s), {} bytes, {} manifest(s), {} artifact version(s), {} stale upload(s)\n",
+        if args.dry_run {
+            "would remove "
+        } else {
+            "removed "
+        },
+        report.blobs_removed.len(),
+        report.bytes_freed,
+        report.manifests_removed.len(),
+        report.artifact_versions_removed.len(),
+        report.uploads_removed,
+    ));
     Ok(EXIT_OK)
 }
 

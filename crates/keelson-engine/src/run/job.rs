@@ -1212,6 +1212,12 @@ async fn run_build(
         target: build.target.clone(),
         tags: build.tags.clone(),
         labels,
+        push: build.push.as_ref().map(|token| crate::build::PushAuth {
+            username: "keelson".to_owned(),
+            password: token
+                .as_ref()
+                .and_then(|name| shared.secrets.get(name).cloned()),
+        }),
     };
     let (sender, receiver) = mpsc::channel::<OutputChunk>(64);
     let work = async move {
@@ -1248,6 +1254,8 @@ struct RenderedBuild {
     args: Vec<(String, String)>,
     target: Option<String>,
     tags: Vec<String>,
+    /// `Some` when the step pushes: the registry token's secret name, if any.
+    push: Option<Option<String>>,
 }
 
 fn render_step(
@@ -1293,6 +1301,9 @@ fn render_step(
                     .iter()
                     .map(|t| scratch.render(t))
                     .collect::<Result<_, _>>()?,
+                push: build
+                    .push
+                    .then(|| build.registry_token.as_ref().map(|t| t.value.clone())),
             })
         }
     };

@@ -173,3 +173,121 @@ fn build_without_tags_is_a_validation_error() {
     assert!(stderr.contains("needs `tags:`"), "{stderr}");
     assert!(stderr.contains(".keelson.yml:4:"), "{stderr}");
 }
+
+/// A `keelson registry serve` on a free port, stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Registry {
+    fn start(data: &std::path::Path, token: &str) -> Registry {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("KEELSON_REGISTRY_TOKEN", token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the registry");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Registry { child, address }
+    }
+
+    /// `GET path` with Basic credentials; returns the status line and body.
+    fn get(&self, path: &str, token: &str) -> String {
+        use base64::Engine as _;
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("keelson:{token}"));
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n\r\n",
+            self.address
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn build_step_pushes_to_the_keelson_registry_with_the_token_secret() {
+    if !docker_available("build_step_pushes_to_the_keelson_registry_with_the_token_secret") {
+        return;
+    }
+    let token = "registry-token-for-build-tests";
+    let storage = tempfile::tempdir().unwrap();
+    let registry = Registry::start(storage.path(), token);
+    let name = format!("it/pushed-{}", std::process::id());
+    let tag = format!("{}/{name}:v1", registry.address);
+    let project = Project::new(&format!(
+        r#"
+jobs:
+  image:
+    secrets: [REG_TOKEN]
+    steps:
+      - build:
+          tags: ["{tag}"]
+          push: true
+          registry-token: REG_TOKEN
+"#
+    ));
+    std::fs::copy("/bin/busybox", project.dir.join("busybox")).unwrap();
+    project.write(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nLABEL unique={}\n",
+            now_nanos()
+        ),
+    );
+    let run = project.run_with_env(&[], &[("REG_TOKEN", token)]);
+    run.assert_code(0);
+    assert!(!run.stdout.contains(token), "{}", run.dump());
+    let tags = registry.get(&format!("/v2/{name}/tags/list"), token);
+    assert!(tags.starts_with("HTTP/1.1 200"), "{tags}");
+    assert!(tags.contains("\"v1\""), "{tags}");
+    let manifest_digest = registry
+        .get(&format!("/v2/{name}/manifests/v1"), token)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("docker-content-digest: ")
+                .or_else(|| l.strip_prefix("Docker-Content-Digest: "))
+        })
+        .map(str::trim)
+        .map(str::to_owned)
+        .expect("the registry names the manifest digest");
+    let repo_digests = docker(&["inspect", "--format", "{{json .RepoDigests}}", &tag]);
+    assert!(
+        repo_digests.contains(&manifest_digest),
+        "{repo_digests} vs {manifest_digest}"
+    );
+
+    // A wrong token: the push is refused and the job fails with the registry's answer.
+    let run = project.run_with_env(&[], &[("REG_TOKEN", "not-the-right-token")]);
+    run.assert_code(1);
+    assert!(
+        run.log_lines("image").iter().any(|l| l.contains("pushing")),
+        "{}",
+        run.dump()
+    );
+    docker(&["rmi", &tag]);
+}
