@@ -130,6 +130,31 @@ pub trait Executor: Send + Sync {
         &'a self,
         job: &'a JobInfo,
     ) -> BoxFuture<'a, Result<Box<dyn JobSession>, ExecError>>;
+
+    /// Starts `services` for a job that runs on the host, publishing their ports on 127.0.0.1
+    /// and waiting until they are healthy. Executors without containers cannot.
+    fn start_services<'a>(
+        &'a self,
+        job: &'a JobInfo,
+        services: &'a [ServiceSpec],
+    ) -> BoxFuture<'a, Result<Box<dyn ServiceSession>, ExecError>> {
+        let _ = services;
+        Box::pin(std::future::ready(Err(ExecError::Setup(format!(
+            "the {} executor cannot start services (job `{}`)",
+            self.name(),
+            job.job
+        )))))
+    }
+}
+
+/// Services started for a host job (containers whose ports are published on 127.0.0.1).
+pub trait ServiceSession: Send {
+    /// Variables telling the job's steps where the services are
+    /// (`KEELSON_SERVICE_<NAME>_HOST`, `_PORT`, `_PORT_<container port>`).
+    fn env(&self) -> Vec<(String, String)>;
+
+    /// Stops and removes the services (and anything created for them).
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(), ExecError>>;
 }
 
 /// One job's session in an executor.
