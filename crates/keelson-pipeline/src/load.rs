@@ -304,16 +304,10 @@ impl Loading {
                     .with_hint("add `image: NAME` to run the job's steps in a container"),
             );
         }
-        let services_node = map.take("services");
-        let services = services_node.map(|n| self.services(n)).unwrap_or_default();
-        if let (Some(node), None) = (services_node, &image) {
-            self.diagnostics.push(
-                Diagnostic::error(node.span, "services need the job to run in a container")
-                    .with_hint(
-                        "add `image:` to the job (services for host jobs are not supported yet)",
-                    ),
-            );
-        }
+        let services = map
+            .take("services")
+            .map(|n| self.services(n))
+            .unwrap_or_default();
         self.finish(map, JOB_KEYS, "job");
         let steps = match steps_node {
             Some(node) => self.steps(node),

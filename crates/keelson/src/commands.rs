@@ -215,7 +215,10 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
     };
     let color = stdout_tty && std::env::var_os("NO_COLOR").is_none() && mode != Mode::Json;
 
-    let needs_containers = pipeline.jobs.values().any(|job| job.image.is_some());
+    let needs_containers = pipeline
+        .jobs
+        .values()
+        .any(|job| job.image.is_some() || !job.services.is_empty());
     let needs_builds = pipeline.jobs.values().any(|job| {
         job.steps
             .iter()

@@ -519,7 +519,29 @@ async fn run_in_workspace(
     .iter()
     .map(|path| session.path_in_job(path).display().to_string())
     .collect();
-    let session_env = session.session_env();
+    let mut session_env = session.session_env();
+    // Services of a host job: containers with ports published on 127.0.0.1.
+    let mut host_services = None;
+    if !in_container && !job.services.is_empty() {
+        let started_services = match (service_specs(job, &contexts), &shared.executors.container) {
+            (Err(failure), _) => Err(failure.to_string()),
+            (Ok(_), Err(why)) => Err(format!("the job's services need containers, but {why}")),
+            (Ok(specs), Ok(executor)) => executor
+                .start_services(&info, &specs)
+                .await
+                .map_err(|error| format!("cannot start the job's services: {error}")),
+        };
+        match started_services {
+            Ok(services) => {
+                session_env.extend(services.env());
+                host_services = Some(services);
+            }
+            Err(message) => {
+                let _ = session.finish().await;
+                return fail(message);
+            }
+        }
+    }
 
     let deadline = job.timeout.map(|timeout| started + timeout);
     let mut steps_context = Map::new();
@@ -961,7 +983,7 @@ async fn run_in_workspace(
         }
     }
 
-    let outcome = if cancel.is_cancelled() {
+    let mut outcome = if cancel.is_cancelled() {
         reason = Some(if reason.is_some() {
             "cancelled".to_owned()
         } else {
@@ -1032,28 +1054,18 @@ async fn run_in_workspace(
                 Err(error) => {
                     output.system(None, &format!("error: cannot store artifacts: {error}"));
                     reason = Some(format!("cannot store artifacts: {error}"));
-                    let _ = session.finish().await;
-                    control.remove();
-                    return JobDone {
-                        outcome: Outcome::Failure,
-                        outputs,
-                        artifacts,
-                        record: JobRecord {
-                            id: planned.id.clone(),
-                            slug: slug.to_owned(),
-                            result: Some(Outcome::Failure),
-                            duration_ms: 0,
-                            reason,
-                            steps: records,
-                            cache: Some(cache_status),
-                        },
-                    };
+                    outcome = Outcome::Failure;
                 }
             }
         }
     }
     if let Err(error) = session.finish().await {
         output.system(None, &format!("warning: cleaning up the job: {error}"));
+    }
+    if let Some(services) = host_services
+        && let Err(error) = services.finish().await
+    {
+        output.system(None, &format!("warning: stopping the job's services: {error}"));
     }
     control.remove();
     JobDone {
@@ -1339,6 +1351,26 @@ fn container_spec(
     contexts: &Contexts<'_>,
 ) -> Result<ContainerSpec, ExpressionFailure> {
     let options = &job.container;
+    let services = service_specs(job, contexts)?;
+    Ok(ContainerSpec {
+        image,
+        privileged: options.privileged,
+        docker_socket: options.docker_socket,
+        read_only: options.read_only,
+        network: options.network.clone(),
+        memory_bytes: options.memory_bytes,
+        cpus: options.cpus,
+        pids_limit: options.pids,
+        cap_add: options.cap_add.clone(),
+        services,
+    })
+}
+
+/// The job's `services:`, rendered.
+fn service_specs(
+    job: &keelson_pipeline::model::Job,
+    contexts: &Contexts<'_>,
+) -> Result<Vec<ServiceSpec>, ExpressionFailure> {
     let mut services = Vec::new();
     for service in job.services.values() {
         let mut env = Vec::new();
@@ -1360,18 +1392,7 @@ fn container_spec(
             ports: service.ports.clone(),
         });
     }
-    Ok(ContainerSpec {
-        image,
-        privileged: options.privileged,
-        docker_socket: options.docker_socket,
-        read_only: options.read_only,
-        network: options.network.clone(),
-        memory_bytes: options.memory_bytes,
-        cpus: options.cpus,
-        pids_limit: options.pids,
-        cap_add: options.cap_add.clone(),
-        services,
-    })
+    Ok(services)
 }
 
 fn shell_for(
