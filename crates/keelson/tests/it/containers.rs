@@ -52,6 +52,12 @@ fn docker_ready(test: &str) -> bool {
     }
 }
 
+#[track_caller]
+fn assert_nothing_left(run_id: &str) {
+    let found = leftovers(run_id);
+    assert!(found.is_empty(), "left behind by run {run_id}: {found:?}");
+}
+
 /// Containers and networks Keelson created for a run, by its run label.
 fn leftovers(run_id: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -105,11 +111,7 @@ jobs:
     let meta = std::fs::metadata(project.dir.join("out.txt")).expect("the step wrote out.txt");
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid);
     assert_eq!(run.outputs("boxed")["in"], "written");
-    assert!(
-        leftovers(&run.run_id()).is_empty(),
-        "{:?}",
-        leftovers(&run.run_id())
-    );
+    assert_nothing_left(&run.run_id());
 }
 
 #[test]
@@ -141,11 +143,7 @@ jobs:
         run.dump()
     );
     assert!(lines.iter().any(|l| l == "web:8080"), "{}", run.dump());
-    assert!(
-        leftovers(&run.run_id()).is_empty(),
-        "{:?}",
-        leftovers(&run.run_id())
-    );
+    assert_nothing_left(&run.run_id());
 }
 
 #[test]
@@ -177,11 +175,7 @@ jobs:
         let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
         assert!(!text.contains(token), "secret in {}", file.display());
     }
-    assert!(
-        leftovers(&run.run_id()).is_empty(),
-        "{:?}",
-        leftovers(&run.run_id())
-    );
+    assert_nothing_left(&run.run_id());
 }
 
 #[test]
@@ -208,11 +202,7 @@ jobs:
         started.elapsed()
     );
     assert!(run.reason("boxed").contains("timed out"), "{}", run.dump());
-    assert!(
-        leftovers(&run.run_id()).is_empty(),
-        "{:?}",
-        leftovers(&run.run_id())
-    );
+    assert_nothing_left(&run.run_id());
 }
 
 #[test]
@@ -242,11 +232,7 @@ jobs:
     keelson.signal(libc::SIGINT);
     let run = keelson.finish(Duration::from_secs(60));
     run.assert_code(130);
-    assert!(
-        leftovers(&run.run_id()).is_empty(),
-        "{:?}",
-        leftovers(&run.run_id())
-    );
+    assert_nothing_left(&run.run_id());
 }
 
 #[test]
