@@ -1065,7 +1065,10 @@ async fn run_in_workspace(
     if let Some(services) = host_services
         && let Err(error) = services.finish().await
     {
-        output.system(None, &format!("warning: stopping the job's services: {error}"));
+        output.system(
+            None,
+            &format!("warning: stopping the job's services: {error}"),
+        );
     }
     control.remove();
     JobDone {

@@ -1,9 +1,11 @@
 //! Docker executor against the real Docker Engine: workspace ownership, env, streamed output,
-//! exit codes, timeout and cancellation, hardening, privileged refusal, services, and cleanup
-//! (nothing labelled with the job remains). Skipped when no engine is reachable, unless `CI` is
+//! exit codes, timeout and cancellation, hardening, privileged refusal, services (of container
+//! jobs and, published on 127.0.0.1, of host jobs), and cleanup (nothing labelled with the job
+//! remains). Skipped when no engine is reachable, unless `CI` is
 //! set (then the engine is required).
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -13,11 +15,11 @@ use bollard::query_parameters::{
 };
 use keelson_engine::events::Stream;
 use keelson_engine::executor::docker::{
-    DockerExecutor, DockerOptions, DockerSession, build_busybox_test_image,
+    DockerExecutor, DockerOptions, DockerSession, SESSION_LABEL, build_busybox_test_image,
 };
 use keelson_engine::executor::{
-    ContainerSpec, ExecError, Executor, HealthCheck, JobInfo, JobSession, OutputChunk, ServiceSpec,
-    StepCommand, StepExit,
+    ContainerSpec, ExecError, Executor, HealthCheck, JobInfo, JobSession, OutputChunk,
+    ServiceSession, ServiceSpec, StepCommand, StepExit,
 };
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -143,7 +145,12 @@ async fn run(
 
 /// Containers (all), networks and volumes carrying `TEST_LABEL=value`.
 async fn labelled(docker: &Docker, value: &str) -> Vec<String> {
-    let filter = format!("{TEST_LABEL}={value}");
+    labelled_with(docker, TEST_LABEL, value).await
+}
+
+/// Containers (all), networks and volumes carrying `key=value`.
+async fn labelled_with(docker: &Docker, key: &str, value: &str) -> Vec<String> {
+    let filter = format!("{key}={value}");
     let filters = HashMap::from([("label", vec![filter.as_str()])]);
     let mut left = Vec::new();
     let containers = docker
@@ -677,6 +684,262 @@ async fn a_service_that_never_gets_healthy_fails_the_job_with_its_logs() {
     let ExecError::Setup(message) = executor.start_job(&job.info).await.err().unwrap();
     assert!(message.contains("exited (code 3)"), "{message}");
     assert!(message.contains("fatal: bad config"), "{message}");
+    assert!(
+        labelled(executor.docker(), &job.label_value)
+            .await
+            .is_empty()
+    );
+}
+
+/// A job that runs on the host (no container), for `start_services`.
+fn host_job(name: &str) -> TestJob {
+    let mut job = test_job(name, spec());
+    job.info.container = None;
+    job
+}
+
+fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// `GET /` over plain HTTP/1.0 to `127.0.0.1:port` from this process; the whole response.
+async fn http_get_from_host(port: u16) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_until_clean(docker: &Docker, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = labelled_with(docker, key, value).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn host_job_services_are_published_on_localhost() {
+    let Some(executor) = executor(DockerOptions::default()).await else {
+        return;
+    };
+    let web = ServiceSpec {
+        name: "web".to_owned(),
+        image: IMAGE.to_owned(),
+        env: vec![("SERVED".to_owned(), "yes".to_owned())],
+        command: Some(argv(&[
+            "sh",
+            "-c",
+            "sleep 1; echo \"served=$SERVED\" > /www/index.html; exec httpd -f -p 8080 -h /www",
+        ])),
+        health: Some(HealthCheck::Tcp(8080)),
+        ports: vec![8080],
+    };
+    let echo = ServiceSpec {
+        name: "echo-svc".to_owned(),
+        image: IMAGE.to_owned(),
+        command: Some(argv(&[
+            "sh",
+            "-c",
+            "nc -ll -p 5001 -e echo two & exec nc -ll -p 5000 -e echo pong",
+        ])),
+        health: Some(HealthCheck::Command(argv(&["true"]))),
+        ports: vec![5000, 5001],
+        ..Default::default()
+    };
+    let job = host_job("host-services");
+    let session = executor
+        .host_services(&job.info, &[web, echo])
+        .await
+        .unwrap();
+    let session_id = session.session_id().to_owned();
+    assert!(!session_id.is_empty());
+    let created = labelled_with(executor.docker(), SESSION_LABEL, &session_id).await;
+    assert_eq!(
+        created.len(),
+        3,
+        "two containers and the network: {created:?}"
+    );
+
+    let env: HashMap<String, String> = session.env().into_iter().collect();
+    let port = |key: &str| -> u16 {
+        env.get(key)
+            .unwrap_or_else(|| panic!("{key} missing from {env:?}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(env["KEELSON_SERVICE_WEB_HOST"], "127.0.0.1");
+    assert_eq!(env["KEELSON_SERVICE_ECHO_SVC_HOST"], "127.0.0.1");
+    let web_port = port("KEELSON_SERVICE_WEB_PORT");
+    assert_eq!(port("KEELSON_SERVICE_WEB_PORT_8080"), web_port);
+    assert_eq!(
+        port("KEELSON_SERVICE_ECHO_SVC_PORT"),
+        port("KEELSON_SERVICE_ECHO_SVC_PORT_5000")
+    );
+    assert_ne!(
+        port("KEELSON_SERVICE_ECHO_SVC_PORT_5000"),
+        port("KEELSON_SERVICE_ECHO_SVC_PORT_5001")
+    );
+    assert_eq!(env.len(), 7, "{env:?}");
+
+    // Healthy means reachable: no retry needed.
+    let response = http_get_from_host(web_port).await;
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    assert!(response.ends_with("served=yes\n"), "{response}");
+
+    // Published on 127.0.0.1 only, with the services' hardening.
+    let ids = session.service_container_ids();
+    assert_eq!(ids.len(), 2);
+    let inspect = executor
+        .docker()
+        .inspect_container(&ids[0], None)
+        .await
+        .unwrap();
+    let host = inspect.host_config.unwrap();
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_owned()])
+    );
+    let bindings = inspect.network_settings.unwrap().ports.unwrap();
+    let web_bindings = bindings["8080/tcp"].clone().unwrap();
+    assert_eq!(web_bindings.len(), 1, "{web_bindings:?}");
+    assert_eq!(web_bindings[0].host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        web_bindings[0].host_port.as_deref(),
+        Some(web_port.to_string().as_str())
+    );
+
+    Box::new(session).finish().await.unwrap();
+    assert!(
+        labelled_with(executor.docker(), SESSION_LABEL, &session_id)
+            .await
+            .is_empty()
+    );
+    assert!(
+        labelled(executor.docker(), &job.label_value)
+            .await
+            .is_empty()
+    );
+
+    // Dropped without finish: removed in the background.
+    let job = host_job("host-services-dropped");
+    let services = [ServiceSpec {
+        name: "idle".to_owned(),
+        image: IMAGE.to_owned(),
+        command: Some(argv(&["sleep", "300"])),
+        ports: vec![7000],
+        ..Default::default()
+    }];
+    let session = executor.start_services(&job.info, &services).await.unwrap();
+    assert_eq!(session.env().len(), 3);
+    assert!(
+        !labelled(executor.docker(), &job.label_value)
+            .await
+            .is_empty()
+    );
+    drop(session);
+    wait_until_clean(executor.docker(), TEST_LABEL, &job.label_value).await;
+}
+
+#[tokio::test]
+async fn a_failing_host_job_service_fails_with_its_logs_and_leaves_nothing() {
+    let Some(executor) = executor(DockerOptions::default()).await else {
+        return;
+    };
+    let executor = executor.with_service_timeout(Duration::from_secs(3));
+    // Nothing listens on 5432: Docker's proxy accepts on the host port anyway, which must not
+    // count as healthy.
+    let broken = ServiceSpec {
+        name: "db".to_owned(),
+        image: IMAGE.to_owned(),
+        command: Some(argv(&[
+            "sh",
+            "-c",
+            "echo starting the db; echo cannot bind >&2; exec sleep 300",
+        ])),
+        health: Some(HealthCheck::Tcp(5432)),
+        ports: vec![5432],
+        ..Default::default()
+    };
+    let healthy = ServiceSpec {
+        name: "other".to_owned(),
+        image: IMAGE.to_owned(),
+        command: Some(argv(&["sleep", "300"])),
+        ..Default::default()
+    };
+    let job = host_job("host-unhealthy");
+    let started = Instant::now();
+    let ExecError::Setup(message) = executor
+        .start_services(&job.info, &[healthy.clone(), broken.clone()])
+        .await
+        .err()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(message.contains("service `db`"), "{message}");
+    assert!(message.contains("not healthy after"), "{message}");
+    // The probe went to the published port (through Docker's proxy, or refused without it).
+    assert!(
+        message.contains("closed the connection at once")
+            || message.contains("connect to 127.0.0.1:"),
+        "{message}"
+    );
+    assert!(message.contains("starting the db"), "{message}");
+    assert!(message.contains("cannot bind"), "{message}");
+    let left = labelled(executor.docker(), &job.label_value).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // A service that exits fails at once, with its output.
+    let exits = ServiceSpec {
+        command: Some(argv(&["sh", "-c", "echo fatal: bad config; exit 3"])),
+        ..broken
+    };
+    let job = host_job("host-exits");
+    let started = Instant::now();
+    let ExecError::Setup(message) = executor
+        .start_services(&job.info, &[exits])
+        .await
+        .err()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(message.contains("exited (code 3)"), "{message}");
+    assert!(message.contains("fatal: bad config"), "{message}");
+    assert!(
+        labelled(executor.docker(), &job.label_value)
+            .await
+            .is_empty()
+    );
+
+    // A missing image is refused before anything is created.
+    let job = host_job("host-missing-image");
+    let missing = ServiceSpec {
+        image: "keelson-engine-test/not-there:1".to_owned(),
+        ..healthy
+    };
+    let ExecError::Setup(message) = executor
+        .start_services(&job.info, &[missing])
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        message.contains("keelson-engine-test/not-there:1")
+            && message.contains("not found locally"),
+        "{message}"
+    );
     assert!(
         labelled(executor.docker(), &job.label_value)
             .await

@@ -301,3 +301,39 @@ fn missing_image_fails_the_job_with_a_clear_message() {
         run.dump()
     );
 }
+
+#[test]
+fn host_job_reaches_its_service_on_a_published_loopback_port() {
+    if !docker_ready("host_job_reaches_its_service_on_a_published_loopback_port") {
+        return;
+    }
+    let project = Project::new(&format!(
+        r#"
+jobs:
+  hosted:
+    services:
+      web:
+        image: {IMAGE}
+        command: [sh, -c, "echo hello-from-web > /www/index.html && httpd -f -p 8080 -h /www"]
+        ports: [8080]
+        health: {{tcp: 8080}}
+    steps:
+      - run: |
+          test "$KEELSON_SERVICE_WEB_HOST" = 127.0.0.1
+          test "$KEELSON_SERVICE_WEB_PORT" = "$KEELSON_SERVICE_WEB_PORT_8080"
+          exec 3<>"/dev/tcp/127.0.0.1/$KEELSON_SERVICE_WEB_PORT"
+          printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3
+          cat <&3
+"#
+    ));
+    let run = project.run(&[]);
+    run.assert_code(0);
+    assert!(
+        run.log_lines("hosted")
+            .iter()
+            .any(|l| l == "hello-from-web"),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run.run_id());
+}

@@ -1,6 +1,7 @@
 //! Removing what a session created (containers, network) and checking nothing is left.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use bollard::Docker;
 use bollard::errors::Error;
@@ -86,6 +87,60 @@ impl Resources {
                 let _ = self.remove(&docker, &job).await;
             });
         });
+    }
+}
+
+/// What one session (a job's, or a host job's services) owns: removed by [`Cleanup::finish`], or
+/// in the background ([`Resources::remove_in_background`]) when dropped without finishing.
+#[derive(Debug)]
+pub(super) struct Cleanup {
+    docker: Docker,
+    job: String,
+    session_id: String,
+    /// `None` once handed to `finish`.
+    resources: Option<Resources>,
+}
+
+impl Cleanup {
+    pub fn new(docker: &Docker, job: &str, session_id: &str) -> Self {
+        Cleanup {
+            docker: docker.clone(),
+            job: job.to_owned(),
+            session_id: session_id.to_owned(),
+            resources: Some(Resources::new(session_id)),
+        }
+    }
+
+    /// The value of [`SESSION_LABEL`] on everything the session creates.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Where to record what is created (`None` once finished).
+    pub fn resources(&mut self) -> Option<&mut Resources> {
+        self.resources.as_mut()
+    }
+
+    /// Removes everything now and checks nothing is left (see [`Resources::remove`]); later
+    /// calls, and the drop, do nothing.
+    pub fn finish(&mut self) -> impl Future<Output = Result<(), DockerError>> + Send + 'static {
+        let resources = self.resources.take();
+        let docker = self.docker.clone();
+        let job = self.job.clone();
+        async move {
+            match resources {
+                Some(resources) => resources.remove(&docker, &job).await,
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(resources) = self.resources.take() {
+            resources.remove_in_background(self.job.clone());
+        }
     }
 }
 

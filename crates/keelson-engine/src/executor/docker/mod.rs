@@ -60,6 +60,19 @@
 //!   [`JobSession::session_env`] gives `KEELSON_SERVICE_<NAME>_HOST` (= the name) and
 //!   `KEELSON_SERVICE_<NAME>_PORT` (first port) plus `KEELSON_SERVICE_<NAME>_PORT_<port>` for each
 //!   port (`<NAME>` upper-cased, other characters than `A-Z0-9` replaced by `_`).
+//! - **Services of a host job** ([`Executor::start_services`], [`DockerExecutor::host_services`]).
+//!   The same per-job network, labels (role `service`), hardening and local-image rule, but no job
+//!   container: each of `ServiceSpec::ports` (plus the port of a `Tcp` health check) is published
+//!   on `127.0.0.1` at a random host port, read back from the engine once the container runs.
+//!   Health checks are as above, except that `Tcp(port)` connects from this host to
+//!   `127.0.0.1:<host port>` and the connection must then stay open (or send data) for 300 ms,
+//!   because Docker's userland proxy accepts on the host port before anything listens in the
+//!   container and then closes at once (a server that closes new connections without a word never
+//!   passes; use a `Command` check for it). A service that exits or is not healthy in time fails
+//!   with its last log lines, after everything created is removed. [`ServiceSession::env`] gives
+//!   `KEELSON_SERVICE_<NAME>_HOST=127.0.0.1`, `_PORT` (host port of the first port) and
+//!   `_PORT_<container port>=<host port>`. `finish` and drop behave as for a job session. No
+//!   services, nothing is created.
 //! - **Finish.** Force-removes the service and job containers with their anonymous volumes
 //!   (`v=true`), removes the network, then lists containers, networks and volumes carrying the
 //!   session label and fails if any remain. Dropping a session without `finish` (or a
@@ -83,11 +96,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::image::build_busybox_test_image;
 
-use self::cleanup::Resources;
-use self::services::RunningService;
+use self::cleanup::Cleanup;
+use self::services::{Reach, RunningService};
 use super::{
     BoxFuture, ContainerSpec, ExecError, Executor, HealthCheck, JobInfo, JobSession, OutputChunk,
-    ServiceSpec, StepCommand, StepExit,
+    ServiceSession, ServiceSpec, StepCommand, StepExit,
 };
 
 /// Where the job workspace is mounted in the job container.
@@ -248,7 +261,7 @@ impl DockerExecutor {
         }
 
         let session_id = new_session_id();
-        let prefix = format!("keelson-{}-{session_id}", container::sanitize(&job.job));
+        let prefix = session_prefix(&job.job, &session_id);
         let mut session = DockerSession {
             docker: self.docker.clone(),
             job: job.job.clone(),
@@ -258,7 +271,7 @@ impl DockerExecutor {
             container_id: String::new(),
             services: Vec::new(),
             steps: 0,
-            resources: Some(Resources::new(&session_id)),
+            cleanup: Cleanup::new(&self.docker, &job.job, &session_id),
         };
         match session
             .start(job, spec, &prefix, &session_id, no_network, self)
@@ -266,10 +279,63 @@ impl DockerExecutor {
         {
             Ok(()) => Ok(session),
             Err(err) => {
-                if let Some(resources) = session.resources.take() {
-                    // The setup error matters more than a cleanup error.
-                    let _ = resources.remove(&self.docker, &job.job).await;
-                }
+                // The setup error matters more than a cleanup error.
+                let _ = session.cleanup.finish().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Starts `services` for `job`, which runs on the host; the concrete session that
+    /// [`Executor::start_services`] boxes. See the module docs ("Services of a host job").
+    pub async fn host_services(
+        &self,
+        job: &JobInfo,
+        services: &[ServiceSpec],
+    ) -> Result<DockerServices, DockerError> {
+        for service in services {
+            image::require_local(&self.docker, &service.image).await?;
+        }
+        let session_id = new_session_id();
+        let mut session = DockerServices {
+            job: job.job.clone(),
+            services: Vec::new(),
+            cleanup: Cleanup::new(&self.docker, &job.job, &session_id),
+        };
+        if services.is_empty() {
+            return Ok(session);
+        }
+        let prefix = session_prefix(&job.job, &session_id);
+        let labels = container::labels(&job.labels, &session_id);
+        let started = async {
+            let network =
+                create_job_network(&self.docker, &prefix, &labels, &mut session.cleanup).await?;
+            session.services = services::start_all(
+                &self.docker,
+                services,
+                &prefix,
+                &network,
+                &labels,
+                true,
+                session.cleanup.resources(),
+            )
+            .await?;
+            services::wait_all_healthy(
+                &self.docker,
+                &job.job,
+                services,
+                &mut session.services,
+                Reach::Localhost,
+                self.service_timeout,
+            )
+            .await
+        }
+        .await;
+        match started {
+            Ok(()) => Ok(session),
+            Err(err) => {
+                // The setup error matters more than a cleanup error.
+                let _ = session.cleanup.finish().await;
                 Err(err)
             }
         }
@@ -290,6 +356,77 @@ impl Executor for DockerExecutor {
             Ok(session)
         })
     }
+
+    fn start_services<'a>(
+        &'a self,
+        job: &'a JobInfo,
+        services: &'a [ServiceSpec],
+    ) -> BoxFuture<'a, Result<Box<dyn ServiceSession>, ExecError>> {
+        Box::pin(async move {
+            let session: Box<dyn ServiceSession> =
+                Box::new(self.host_services(job, services).await?);
+            Ok(session)
+        })
+    }
+}
+
+/// Creates the per-job network `prefix` and records it in `cleanup`; returns its name.
+async fn create_job_network(
+    docker: &Docker,
+    prefix: &str,
+    labels: &std::collections::HashMap<String, String>,
+    cleanup: &mut Cleanup,
+) -> Result<String, DockerError> {
+    let name = container::create_network(docker, prefix, labels).await?;
+    if let Some(resources) = cleanup.resources() {
+        resources.network = Some(name.clone());
+    }
+    Ok(name)
+}
+
+/// `keelson-<job>-<session id>`: the network's name and the containers' name prefix.
+fn session_prefix(job: &str, session_id: &str) -> String {
+    format!("keelson-{}-{session_id}", container::sanitize(job))
+}
+
+/// The services of a job that runs on the host (see [`DockerExecutor::host_services`]).
+#[derive(Debug)]
+pub struct DockerServices {
+    job: String,
+    services: Vec<RunningService>,
+    /// What to remove at the end (also on drop).
+    cleanup: Cleanup,
+}
+
+impl DockerServices {
+    /// The job these services are for (its expanded id).
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The session id (value of [`SESSION_LABEL`] on everything this session created).
+    pub fn session_id(&self) -> &str {
+        self.cleanup.session_id()
+    }
+
+    /// Container ids of the services, in the order of the spec.
+    pub fn service_container_ids(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .map(|s| s.container_id.clone())
+            .collect()
+    }
+}
+
+impl ServiceSession for DockerServices {
+    fn env(&self) -> Vec<(String, String)> {
+        services::session_env(&self.services)
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<(), ExecError>> {
+        let removal = self.cleanup.finish();
+        Box::pin(async move { Ok(removal.await?) })
+    }
 }
 
 /// One job's containers.
@@ -305,8 +442,8 @@ pub struct DockerSession {
     services: Vec<RunningService>,
     /// Steps started so far (names each step's PID file).
     steps: u64,
-    /// What to remove at the end; `None` once handed to `finish` (or the drop cleanup).
-    resources: Option<Resources>,
+    /// What to remove at the end (also on drop).
+    cleanup: Cleanup,
 }
 
 impl DockerSession {
@@ -322,9 +459,7 @@ impl DockerSession {
 
     /// The session id (value of [`SESSION_LABEL`] on everything this session created).
     pub fn session_id(&self) -> &str {
-        self.resources
-            .as_ref()
-            .map_or("", |r| r.session_id.as_str())
+        self.cleanup.session_id()
     }
 
     /// Container ids of the services, in the order of the spec.
@@ -348,24 +483,18 @@ impl DockerSession {
         let network = if no_network {
             None
         } else {
-            let name = container::create_network(&self.docker, prefix, &labels).await?;
-            if let Some(resources) = self.resources.as_mut() {
-                resources.network = Some(name.clone());
-            }
-            Some(name)
+            Some(create_job_network(&self.docker, prefix, &labels, &mut self.cleanup).await?)
         };
-        for service in &spec.services {
-            let running = services::start(
-                &self.docker,
-                service,
-                prefix,
-                network.as_deref().unwrap_or_default(),
-                &labels,
-                self.resources.as_mut(),
-            )
-            .await?;
-            self.services.push(running);
-        }
+        self.services = services::start_all(
+            &self.docker,
+            &spec.services,
+            prefix,
+            network.as_deref().unwrap_or_default(),
+            &labels,
+            false,
+            self.cleanup.resources(),
+        )
+        .await?;
         let job_container = container::JobContainer {
             job,
             spec,
@@ -376,21 +505,20 @@ impl DockerSession {
             allow_privileged: executor.options.allow_privileged,
         };
         self.container_id =
-            container::start_job_container(&self.docker, &job_container, self.resources.as_mut())
+            container::start_job_container(&self.docker, &job_container, self.cleanup.resources())
                 .await?;
-        for (service, running) in spec.services.iter().zip(&mut self.services) {
-            services::wait_healthy(
-                &self.docker,
-                &self.job,
-                service,
-                running,
-                &self.container_id,
-                &self.user,
-                executor.service_timeout,
-            )
-            .await?;
-        }
-        Ok(())
+        services::wait_all_healthy(
+            &self.docker,
+            &self.job,
+            &spec.services,
+            &mut self.services,
+            Reach::JobContainer {
+                id: &self.container_id,
+                user: &self.user,
+            },
+            executor.service_timeout,
+        )
+        .await
     }
 
     async fn run(
@@ -446,23 +574,8 @@ impl JobSession for DockerSession {
     }
 
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<(), ExecError>> {
-        let resources = self.resources.take();
-        let docker = self.docker.clone();
-        let job = self.job.clone();
-        Box::pin(async move {
-            match resources {
-                Some(resources) => Ok(resources.remove(&docker, &job).await?),
-                None => Ok(()),
-            }
-        })
-    }
-}
-
-impl Drop for DockerSession {
-    fn drop(&mut self) {
-        if let Some(resources) = self.resources.take() {
-            resources.remove_in_background(self.job.clone());
-        }
+        let removal = self.cleanup.finish();
+        Box::pin(async move { Ok(removal.await?) })
     }
 }
 
