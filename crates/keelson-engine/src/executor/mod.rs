@@ -153,6 +153,9 @@ pub trait ServiceSession: Send {
     /// (`KEELSON_SERVICE_<NAME>_HOST`, `_PORT`, `_PORT_<container port>`).
     fn env(&self) -> Vec<(String, String)>;
 
+    /// Each service's name and last log lines (shown when the job fails).
+    fn service_logs(&self) -> BoxFuture<'_, Vec<(String, String)>>;
+
     /// Stops and removes the services (and anything created for them).
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(), ExecError>>;
 }
@@ -178,6 +181,11 @@ pub trait JobSession: Send {
     /// added to every step's environment.
     fn session_env(&self) -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    /// Each service's name and last log lines (shown when the job fails); none by default.
+    fn service_logs(&self) -> BoxFuture<'_, Vec<(String, String)>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     /// Ends the job: stops every process the job's steps left behind (and removes containers).

@@ -1059,6 +1059,19 @@ async fn run_in_workspace(
             }
         }
     }
+    if outcome == Outcome::Failure {
+        // A failed job shows what its services last said (a crashed database explains a lot).
+        let mut logs = session.service_logs().await;
+        if let Some(services) = &host_services {
+            logs.extend(services.service_logs().await);
+        }
+        for (name, text) in logs {
+            output.system(None, &format!("service `{name}`, last log lines:"));
+            for line in text.lines() {
+                output.system(None, &format!("  {line}"));
+            }
+        }
+    }
     if let Err(error) = session.finish().await {
         output.system(None, &format!("warning: cleaning up the job: {error}"));
     }

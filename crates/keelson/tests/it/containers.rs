@@ -337,3 +337,39 @@ jobs:
     );
     assert_nothing_left(&run.run_id());
 }
+
+#[test]
+fn failed_job_shows_its_services_last_log_lines() {
+    if !docker_ready("failed_job_shows_its_services_last_log_lines") {
+        return;
+    }
+    let project = Project::new(&format!(
+        r#"
+jobs:
+  boxed:
+    image: {IMAGE}
+    services:
+      db:
+        image: {IMAGE}
+        command: [sh, -c, "echo db-says-hello; exec sleep 300"]
+    steps:
+      - run: exit 4
+"#
+    ));
+    let run = project.run(&[]);
+    run.assert_code(1);
+    let lines = run.system_lines("boxed");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("service `db`, last log lines:")),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("db-says-hello")),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run.run_id());
+}

@@ -102,6 +102,11 @@ pub(super) struct Cleanup {
 }
 
 impl Cleanup {
+    /// The engine connection this cleanup uses.
+    pub(super) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     pub fn new(docker: &Docker, job: &str, session_id: &str) -> Self {
         Cleanup {
             docker: docker.clone(),

@@ -423,6 +423,10 @@ impl ServiceSession for DockerServices {
         services::session_env(&self.services)
     }
 
+    fn service_logs(&self) -> BoxFuture<'_, Vec<(String, String)>> {
+        Box::pin(services::recent_logs(self.cleanup.docker(), &self.services))
+    }
+
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<(), ExecError>> {
         let removal = self.cleanup.finish();
         Box::pin(async move { Ok(removal.await?) })
@@ -541,6 +545,10 @@ impl DockerSession {
 }
 
 impl JobSession for DockerSession {
+    fn service_logs(&self) -> BoxFuture<'_, Vec<(String, String)>> {
+        Box::pin(services::recent_logs(&self.docker, &self.services))
+    }
+
     fn run_step<'a>(
         &'a mut self,
         command: StepCommand,

@@ -388,20 +388,15 @@ async fn probe_published(running: &RunningService, port: u16) -> Result<(), Stri
     }
 }
 
-/// A [`DockerError::ServiceUnhealthy`] with the service's last log lines.
-async fn unhealthy(
-    docker: &Docker,
-    job: &str,
-    running: &RunningService,
-    reason: String,
-) -> DockerError {
+/// The last [`LOG_LINES`] lines a container wrote (stdout and stderr), or "" if none.
+async fn tail_logs(docker: &Docker, container_id: &str) -> String {
     let options = LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
         .tail(LOG_LINES)
         .build();
     let mut logs = Vec::new();
-    let mut stream = docker.logs(&running.container_id, Some(options));
+    let mut stream = docker.logs(container_id, Some(options));
     while let Some(Ok(frame)) = stream.next().await {
         match frame {
             LogOutput::StdOut { message }
@@ -410,7 +405,29 @@ async fn unhealthy(
             LogOutput::StdIn { .. } => {}
         }
     }
-    let logs = String::from_utf8_lossy(&logs).trim_end().to_owned();
+    String::from_utf8_lossy(&logs).trim_end().to_owned()
+}
+
+/// Each service's name and last log lines (for a failed job's log).
+pub(super) async fn recent_logs(
+    docker: &Docker,
+    services: &[RunningService],
+) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for service in services {
+        all.push((service.name.clone(), tail_logs(docker, &service.container_id).await));
+    }
+    all
+}
+
+/// A [`DockerError::ServiceUnhealthy`] with the service's last log lines.
+async fn unhealthy(
+    docker: &Docker,
+    job: &str,
+    running: &RunningService,
+    reason: String,
+) -> DockerError {
+    let logs = tail_logs(docker, &running.container_id).await;
     DockerError::ServiceUnhealthy {
         job: job.to_owned(),
         service: running.name.clone(),
