@@ -415,7 +415,10 @@ pub(super) async fn recent_logs(
 ) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for service in services {
-        all.push((service.name.clone(), tail_logs(docker, &service.container_id).await));
+        all.push((
+            service.name.clone(),
+            tail_logs(docker, &service.container_id).await,
+        ));
     }
     all
 }
