@@ -373,3 +373,55 @@ jobs:
     );
     assert_nothing_left(&run.run_id());
 }
+
+#[test]
+fn service_waits_for_the_images_own_healthcheck() {
+    if !docker_ready("service_waits_for_the_images_own_healthcheck") {
+        return;
+    }
+    // An image that starts serving only after 2 s, with a HEALTHCHECK that says when it does: the
+    // step can fetch from it at once only if Keelson waited for `healthy`.
+    let healthy = format!("keelson-it/healthcheck:{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             HEALTHCHECK --interval=1s --timeout=1s --retries=30 CMD wget -q -O /dev/null http://127.0.0.1:8080/index.html\n\
+             CMD [\"sh\", \"-c\", \"sleep 2; echo late-but-ready > /www/index.html; exec httpd -f -p 8080 -h /www\"]\n"
+        ),
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &healthy])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let project = Project::new(&format!(
+        r#"
+jobs:
+  boxed:
+    image: {IMAGE}
+    services:
+      slow:
+        image: {healthy}
+        health: image
+    steps:
+      - run: wget -q -O - http://slow:8080/index.html
+"#
+    ));
+    let run = project.run(&[]);
+    let _ = Command::new("docker").args(["rmi", &healthy]).output();
+    run.assert_code(0);
+    assert!(
+        run.log_lines("boxed").iter().any(|l| l == "late-but-ready"),
+        "{}",
+        run.dump()
+    );
+    assert_nothing_left(&run.run_id());
+}
