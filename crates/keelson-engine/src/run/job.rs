@@ -931,6 +931,8 @@ async fn run_in_workspace(
             step_key(step, step_index),
             json!({"outcome": result.as_str(), "conclusion": conclusion.as_str(), "outputs": step_outputs.into_iter().collect::<IndexMap<_, _>>()}),
         );
+        // An exit code speaks for itself; a reason is given only for other ends (timeouts, …).
+        let why = if exit_code.is_some() { None } else { why };
         records.push(finish_step(&mut log, result, exit_code, why));
         if job_deadline_hit && exit == StepExit::TimedOut {
             // Out of time: the remaining steps are not started.
