@@ -1,0 +1,1 @@
+//! Lockfile and manifest parsers (in progress).

@@ -1,0 +1,1 @@
+//! Version ordering per ecosystem (in progress).
