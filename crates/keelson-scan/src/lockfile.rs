@@ -1,1 +1,0 @@
-//! Lockfile and manifest parsers (in progress).

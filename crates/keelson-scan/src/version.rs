@@ -1,1 +1,0 @@
-//! Version ordering per ecosystem (in progress).
