@@ -56,6 +56,13 @@ pub struct RegistryServeArgs {
     /// Let anyone pull without the token (pushes always need it).
     #[arg(long)]
     pub anonymous_read: bool,
+    /// Generic artifacts: keep only the newest N versions of each project/name.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Generic artifacts: remove versions older than this (e.g. `30d`); with --keep-last, a
+    /// version is kept when either rule keeps it.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

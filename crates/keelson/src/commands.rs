@@ -445,9 +445,13 @@ fn registry_serve(args: &RegistryServeArgs, data_dir: &Path) -> anyhow::Result<u
             "keelson registry listening on http://{address} (data {}); log in with `docker login -u keelson --password-stdin {address}`\n",
             data.display()
         ));
-        let config = keelson_registry::RegistryConfig {
+        let mut config = keelson_registry::RegistryConfig {
             anonymous_read: args.anonymous_read,
             ..keelson_registry::RegistryConfig::new(&data, token)
+        };
+        config.retention.default = keelson_registry::retention::RetentionPolicy {
+            keep_last: args.keep_last,
+            max_age_secs: args.max_age.map(|age| age.as_secs().max(1)),
         };
         keelson_registry::serve(listener, config).await?;
         anyhow::Ok(EXIT_OK)

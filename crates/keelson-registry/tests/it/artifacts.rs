@@ -135,6 +135,53 @@ async fn checksum_mismatch_is_rejected_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn retention_by_age_removes_versions_older_than_the_limit() {
+    let registry = TestRegistry::start_with(|config| {
+        config.retention.default = RetentionPolicy {
+            keep_last: None,
+            max_age_secs: Some(1),
+        };
+    })
+    .await;
+    let put = |version: &'static str| {
+        let registry = &registry;
+        async move {
+            registry
+                .send(
+                    Method::PUT,
+                    &format!("/artifacts/p/aged/{version}/bin"),
+                    &[],
+                    version.to_owned(),
+                )
+                .await
+                .status
+        }
+    };
+    assert_eq!(put("old").await, StatusCode::CREATED);
+    // Creation times have one-second resolution: wait until "old" is clearly past the limit.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(put("new").await, StatusCode::CREATED);
+    let listed = registry
+        .send(Method::GET, "/artifacts/p/aged/", &[], "")
+        .await
+        .json();
+    let versions: Vec<&str> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["new"], "{listed}");
+    assert_eq!(
+        registry
+            .send(Method::GET, "/artifacts/p/aged/old/bin", &[], "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
 async fn retention_keeps_the_newest_versions_after_each_put() {
     let registry = TestRegistry::start_with(|config| {
         config.retention.default = RetentionPolicy {
