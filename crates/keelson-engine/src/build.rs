@@ -78,10 +78,7 @@ impl DockerBuilder {
     /// Connects (honouring `DOCKER_HOST`) and negotiates the API version, so that older engines
     /// (API 1.41 in Debian's docker.io) are spoken to in their own version.
     pub async fn connect() -> Result<DockerBuilder, BuildError> {
-        let docker =
-            Docker::connect_with_defaults().map_err(|e| BuildError::Connect(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
+        let docker = crate::executor::docker::connect_engine()
             .await
             .map_err(|e| BuildError::Connect(e.to_string()))?;
         docker

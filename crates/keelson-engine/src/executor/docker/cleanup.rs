@@ -78,10 +78,7 @@ impl Resources {
                 return;
             };
             runtime.block_on(async move {
-                let Ok(docker) = Docker::connect_with_defaults() else {
-                    return;
-                };
-                let Ok(docker) = docker.negotiate_version().await else {
+                let Ok(docker) = super::connect_engine().await else {
                     return;
                 };
                 let _ = self.remove(&docker, &job).await;

@@ -200,6 +200,13 @@ pub struct DockerExecutor {
     service_timeout: Duration,
 }
 
+/// A client for the engine named by `DOCKER_HOST` (default: the local unix socket), speaking the
+/// engine's own API version (Debian's docker.io 20.10 answers 400 to newer clients otherwise).
+/// Every Keelson use of the Docker Engine connects through here.
+pub async fn connect_engine() -> Result<Docker, bollard::errors::Error> {
+    Docker::connect_with_defaults()?.negotiate_version().await
+}
+
 impl DockerExecutor {
     /// Connects to the engine named by `DOCKER_HOST` (default: the local unix socket) and
     /// negotiates the API version.
@@ -211,8 +218,7 @@ impl DockerExecutor {
             hint: hint.clone(),
             source,
         };
-        let docker = Docker::connect_with_defaults().map_err(connect_error)?;
-        let docker = docker.negotiate_version().await.map_err(connect_error)?;
+        let docker = connect_engine().await.map_err(connect_error)?;
         docker.ping().await.map_err(connect_error)?;
         Ok(DockerExecutor {
             docker,
