@@ -8,20 +8,8 @@ use std::process::Command;
 
 use crate::support::Project;
 
-/// Whether the Docker Engine answers; in CI a missing engine is a failure, not a skip.
 fn docker_available(test: &str) -> bool {
-    let reachable = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !reachable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: Docker is required in CI (.ci/run installs and starts it)"
-        );
-        eprintln!("skipped {test}: the Docker Engine is not reachable");
-    }
-    reachable
+    crate::support::docker_or_skip(test, None)
 }
 
 fn docker(args: &[&str]) -> String {

@@ -471,3 +471,28 @@ impl Run {
 pub fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
+
+/// Whether the Docker Engine answers. Where it does not, a Docker test is skipped with `why`
+/// printed — except in CI, where `.ci/run` installs and starts Docker, so it fails instead.
+#[allow(clippy::print_stderr)] // skip reasons are printed
+pub fn docker_or_skip(test: &str, why: Option<&str>) -> bool {
+    let why = match (docker_reachable(), why) {
+        (true, None) => return true,
+        (false, _) => "the Docker Engine is not reachable",
+        (true, Some(why)) => why,
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: Docker is required in CI (.ci/run installs and starts it): {why}"
+    );
+    eprintln!("skipped {test}: {why}");
+    false
+}
+
+/// Whether `docker info` answers.
+pub fn docker_reachable() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
