@@ -1,8 +1,10 @@
 //! `keelson scan`: secrets, vulnerable dependencies, misconfigurations and SBOMs, reported as one
-//! findings model. (In progress: version ordering per ecosystem and lockfile parsing so far.)
+//! findings model.
 //!
 //! Invariant: scanners read the files they are given and the advisory index; they never touch the
-//! network, the engine, the server or the database.
+//! network, the engine, the server or the database. Secrets never leave a scanner in plain text.
 
+pub mod finding;
 pub mod lockfile;
 pub mod version;
+pub mod walk;

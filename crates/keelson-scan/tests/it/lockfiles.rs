@@ -8,28 +8,8 @@ use std::path::{Path, PathBuf};
 use keelson_scan::lockfile::{Format, Parsed, UnresolvedReason, detect, parse};
 use proptest::prelude::*;
 
-/// `$KEELSON_TESTDATA/lockfiles`, by default `<workspace>/../shared/data/lockfiles`. `None` (skip)
-/// when absent, except under `CI`, where missing fixtures fail the test.
-#[allow(clippy::print_stderr)]
 fn lockfile_fixtures() -> Option<PathBuf> {
-    let root = std::env::var_os("KEELSON_TESTDATA").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-        PathBuf::from,
-    );
-    let dir = root.join("lockfiles");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "lockfile fixtures not found at {} (set KEELSON_TESTDATA)",
-        dir.display()
-    );
-    eprintln!(
-        "skipping: lockfile fixtures not found at {} (set KEELSON_TESTDATA)",
-        dir.display()
-    );
-    None
+    crate::support::testdata("lockfiles")
 }
 
 /// The fixtures are named after what they test (`one-package.lock` in `cargolock/`), so besides

@@ -48,24 +48,7 @@ const GOLDEN: &[(Ecosystem, &[&str])] = &[
 ];
 
 fn data_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("KEELSON_TESTDATA").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-        PathBuf::from,
-    );
-    let dir = base.join("version-order");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "golden data missing at {} (set KEELSON_TESTDATA)",
-        dir.display()
-    );
-    eprintln!(
-        "skipping: golden data not found at {} (set KEELSON_TESTDATA)",
-        dir.display()
-    );
-    None
+    crate::support::testdata("version-order")
 }
 
 /// Checks every comparison line of one file, returning `file:line: message` per failure and the
