@@ -5,6 +5,8 @@
 //! network, the engine, the server or the database. Secrets never leave a scanner in plain text.
 
 pub mod finding;
+pub mod inventory;
 pub mod lockfile;
+pub mod misconfig;
 pub mod version;
 pub mod walk;
