@@ -8,5 +8,7 @@ pub mod finding;
 pub mod inventory;
 pub mod lockfile;
 pub mod misconfig;
+pub mod report;
+pub mod sbom;
 pub mod version;
 pub mod walk;
