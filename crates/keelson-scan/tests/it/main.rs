@@ -1,10 +1,12 @@
 //! Integration tests for keelson-scan, one module per area.
 
+mod baseline;
 mod lockfiles;
 mod misconfig_compose;
 mod misconfig_docker;
 mod misconfig_kubernetes;
 mod report;
 mod sbom;
+mod secrets;
 mod support;
 mod version_order;
