@@ -62,6 +62,18 @@ pub enum UnresolvedReason {
     Invalid,
 }
 
+impl fmt::Display for UnresolvedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnresolvedReason::NotPinned => "not pinned to one version",
+            UnresolvedReason::UnresolvedVariable => "version is an unresolved variable",
+            UnresolvedReason::NonRegistrySource => "URL, VCS or path source",
+            UnresolvedReason::Include => "includes another file, not followed",
+            UnresolvedReason::Invalid => "entry not understood",
+        })
+    }
+}
+
 /// An entry reported as-is because it does not name one exact version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unresolved {

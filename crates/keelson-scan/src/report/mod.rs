@@ -19,7 +19,6 @@ pub use table::table;
 
 use crate::finding::{Kind, ScanOutput, Severity};
 use crate::inventory::Inventory;
-use crate::lockfile::UnresolvedReason;
 
 /// Everything a report shows. The CLI fills it after running the scanners.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,20 +66,10 @@ impl UnresolvedDependency {
                         line: entry.line,
                         name: entry.name.clone(),
                         spec: entry.spec.clone(),
-                        reason: reason_text(entry.reason).to_owned(),
+                        reason: entry.reason.to_string(),
                     })
             })
             .collect()
-    }
-}
-
-fn reason_text(reason: UnresolvedReason) -> &'static str {
-    match reason {
-        UnresolvedReason::NotPinned => "not pinned to one version",
-        UnresolvedReason::UnresolvedVariable => "version is an unresolved variable",
-        UnresolvedReason::NonRegistrySource => "URL, VCS or path source",
-        UnresolvedReason::Include => "includes another file, not followed",
-        UnresolvedReason::Invalid => "entry not understood",
     }
 }
 

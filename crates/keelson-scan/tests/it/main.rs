@@ -1,6 +1,8 @@
 //! Integration tests for keelson-scan, one module per area.
 
+mod advisory;
 mod baseline;
+mod deps;
 mod lockfiles;
 mod misconfig_compose;
 mod misconfig_docker;
