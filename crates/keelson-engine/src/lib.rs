@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod build;
+pub mod builtin;
 pub mod cache;
 pub mod events;
 pub mod executor;

@@ -4,6 +4,7 @@
 //! Invariant: this crate is pure. It never touches the file system, the network or processes;
 //! includes are read through the [`load::SourceLoader`] trait the caller implements.
 
+pub mod builtin;
 pub mod diag;
 pub mod duration;
 pub mod expr;

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
+use crate::builtin;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::parse_duration;
 use crate::expr::{self, Template};
 use crate::model::{
     Action, ArtifactSpec, BuildSpec, CacheSpec, Condition, ContainerOptions, EnvMap, Job, Matrix,
-    Pipeline, Retry, Service, ServiceHealth, Spanned, Step, Text,
+    Pipeline, Retry, Service, ServiceHealth, Spanned, Step, Text, UsesSpec,
 };
 use crate::source::{SourceMap, Span};
 use crate::validate;
@@ -65,6 +66,8 @@ const STEP_KEYS: &[&str] = &[
     "retry",
     "secrets",
     "build",
+    "uses",
+    "with",
 ];
 const MATRIX_KEYS: &[&str] = &["include", "exclude", "max-parallel", "fail-fast"];
 const INCLUDE_DEPTH: usize = 8;
@@ -591,34 +594,44 @@ impl Loading {
             .take("secrets")
             .map(|n| self.secret_names(n))
             .unwrap_or_default();
-        if let Some((key, _)) = map.key_value("uses") {
+        let uses_node = map.take("uses");
+        let with_node = map.take("with");
+        let uses = uses_node.and_then(|n| self.uses_spec(n, with_node));
+        if let (None, Some(with)) = (uses_node, with_node) {
             self.diagnostics.push(
-                Diagnostic::error(
-                    key.span,
-                    "built-in steps (`uses:`) are not available in this version of Keelson",
-                )
-                .with_hint("write the step as a `run:` command"),
+                Diagnostic::error(with.span, "`with:` is only for built-in steps")
+                    .with_hint("add `uses: keelson/…`, or remove `with:`"),
             );
-            map.take("uses");
         }
         self.finish(map, STEP_KEYS, "step");
-        let action = match (run, build) {
-            (Some(run), None) if build_node.is_none() => Action::Run(run),
-            (None, Some(build)) if run_node.is_none() => Action::Build(build),
-            _ if run_node.is_some() && build_node.is_some() => {
-                self.diagnostics.push(
-                    Diagnostic::error(node.span, "a step has either `run:` or `build:`, not both")
-                        .with_hint("split it into two steps"),
-                );
-                return None;
-            }
-            _ if run_node.is_some() || build_node.is_some() => {
-                return None; // the problem with `run`/`build` itself is already reported
+        let given = [run_node, build_node, uses_node]
+            .iter()
+            .filter(|n| n.is_some())
+            .count();
+        if given > 1 {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    node.span,
+                    "a step has one of `run:`, `build:` or `uses:`, not several",
+                )
+                .with_hint("split it into separate steps"),
+            );
+            return None;
+        }
+        let action = match (run, build, uses) {
+            (Some(run), None, None) => Action::Run(run),
+            (None, Some(build), None) => Action::Build(build),
+            (None, None, Some(uses)) => Action::Uses(uses),
+            _ if given == 1 => {
+                return None; // the problem with `run`/`build`/`uses` itself is already reported
             }
             _ => {
                 self.diagnostics.push(
                     Diagnostic::error(node.span, "a step needs `run:` with the command to run")
-                        .with_hint("e.g. `- run: make test` (or `build:` to build an image)"),
+                        .with_hint(
+                            "e.g. `- run: make test` (or `build:` to build an image, \
+                             `uses: keelson/scan` for a built-in step)",
+                        ),
                 );
                 return None;
             }
@@ -636,6 +649,90 @@ impl Loading {
             continue_on_error,
             retry,
             secrets,
+        })
+    }
+
+    fn uses_spec(&mut self, node: &Node, with: Option<&Node>) -> Option<UsesSpec> {
+        let name = self.string(node)?;
+        let Some(builtin) = builtin::find(&name) else {
+            let hint = did_you_mean(&name, builtin::BUILTINS.iter().map(|b| b.name))
+                .unwrap_or_else(|| {
+                    let names: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
+                    format!("built-in steps: {}", names.join(", "))
+                });
+            self.diagnostics.push(
+                Diagnostic::error(node.span, format!("unknown built-in step `{name}`"))
+                    .with_hint(hint),
+            );
+            return None;
+        };
+        let mut inputs = IndexMap::new();
+        if let Some(with) = with {
+            let NodeKind::Map(entries) = &with.kind else {
+                self.expected(with, "a mapping of input names to values");
+                return None;
+            };
+            for (key, value) in entries {
+                let Some(key_name) = key.as_scalar() else {
+                    self.expected(key, "an input name");
+                    continue;
+                };
+                let Some(input) = builtin.input(key_name) else {
+                    let names: Vec<&str> = builtin.inputs.iter().map(|i| i.name).collect();
+                    let hint = did_you_mean(key_name, names.iter().copied()).unwrap_or_else(|| {
+                        format!("`{}` takes: {}", builtin.name, names.join(", "))
+                    });
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            key.span,
+                            format!("unknown input `{key_name}` for `{}`", builtin.name),
+                        )
+                        .with_hint(hint),
+                    );
+                    continue;
+                };
+                if inputs.contains_key(key_name) {
+                    self.error(key.span, format!("duplicate key `{key_name}`"));
+                    continue;
+                }
+                let texts: Vec<Text> = match &value.kind {
+                    NodeKind::Seq(items) if input.list => {
+                        items.iter().filter_map(|item| self.text(item)).collect()
+                    }
+                    NodeKind::Seq(_) => {
+                        self.expected(value, "a single value");
+                        continue;
+                    }
+                    _ => self.text(value).into_iter().collect(),
+                };
+                if let Some(allowed) = input.allowed {
+                    for text in &texts {
+                        let literals: Vec<&str> = if input.list {
+                            text.raw.split(',').map(str::trim).collect()
+                        } else {
+                            vec![text.raw.trim()]
+                        };
+                        for literal in literals {
+                            if literal.contains("${{") || allowed.contains(&literal) {
+                                continue;
+                            }
+                            self.diagnostics.push(
+                                Diagnostic::error(
+                                    text.span,
+                                    format!("`{literal}` is not a valid `{}`", input.name),
+                                )
+                                .with_hint(format!("one of: {}", allowed.join(", "))),
+                            );
+                        }
+                    }
+                }
+                inputs.insert(key_name.to_owned(), texts);
+            }
+        }
+        Some(UsesSpec {
+            name: Spanned::new(name, node.span),
+            with: inputs,
+            span: node.span,
         })
     }
 
@@ -1197,13 +1294,6 @@ impl<'n> MapReader<'n> {
             .find(|(k, _, _)| k.as_scalar() == Some(key))?;
         entry.2 = true;
         Some(entry.1)
-    }
-
-    fn key_value(&self, key: &str) -> Option<(&'n Node, &'n Node)> {
-        self.entries
-            .iter()
-            .find(|(k, _, _)| k.as_scalar() == Some(key))
-            .map(|(k, v, _)| (*k, *v))
     }
 }
 

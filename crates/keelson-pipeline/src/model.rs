@@ -194,6 +194,18 @@ pub enum Action {
     Run(Text),
     /// `build:` a container image through the Docker Engine.
     Build(BuildSpec),
+    /// `uses:` a built-in step (see [`crate::builtin`]).
+    Uses(UsesSpec),
+}
+
+/// `uses:` (and `with:`) of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsesSpec {
+    /// A name from [`crate::builtin::BUILTINS`].
+    pub name: Spanned<String>,
+    /// `with:` inputs; a list input holds one text per item.
+    pub with: IndexMap<String, Vec<Text>>,
+    pub span: Span,
 }
 
 /// `build:` of a step.
@@ -219,7 +231,7 @@ impl Step {
     pub fn script(&self) -> Option<&Text> {
         match &self.action {
             Action::Run(text) => Some(text),
-            Action::Build(_) => None,
+            Action::Build(_) | Action::Uses(_) => None,
         }
     }
 
@@ -235,6 +247,7 @@ impl Step {
                 .chain(build.target.iter())
                 .chain(build.tags.iter())
                 .collect(),
+            Action::Uses(uses) => uses.with.values().flatten().collect(),
         }
     }
 
@@ -256,6 +269,7 @@ impl Step {
                     .map(|t| t.raw.as_str())
                     .unwrap_or("image")
             ),
+            Action::Uses(uses) => uses.name.value.clone(),
         };
         if text.chars().count() > 60 {
             format!("{}…", text.chars().take(59).collect::<String>())

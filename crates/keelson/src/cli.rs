@@ -32,6 +32,112 @@ pub enum Command {
     /// Keelson's artifact storage: an OCI registry and generic artifacts.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Scan for leaked secrets, vulnerable dependencies and misconfigurations (all kinds when no
+    /// kind is named); `scan db import` loads advisories, `scan sbom` writes an SBOM.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ScanArgs {
+    #[command(subcommand)]
+    pub command: Option<ScanCommand>,
+    #[command(flatten)]
+    pub run: ScanRunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScanCommand {
+    /// The offline advisory database.
+    #[command(subcommand)]
+    Db(ScanDbCommand),
+    /// Write a software bill of materials from the lockfiles under PATH.
+    Sbom(ScanSbomArgs),
+    /// List every rule: id, upstream check, severity, title.
+    Rules,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScanDbCommand {
+    /// Load OSV advisories (JSON/YAML files, directories, or .zip archives) into the database.
+    Import(ScanDbImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanDbImportArgs {
+    /// OSV files, directories or zip archives.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Database directory (default: <data dir>/advisories).
+    #[arg(long, value_name = "DIR")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SbomFormat {
+    Cyclonedx,
+    Spdx,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanSbomArgs {
+    /// Directory (or lockfile) to inventory.
+    #[arg(default_value = ".", value_name = "PATH")]
+    pub path: PathBuf,
+    #[arg(long, value_enum, default_value = "cyclonedx")]
+    pub format: SbomFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanRunArgs {
+    /// Directory (or file) to scan; with --history/--range, the git repository.
+    #[arg(default_value = ".", value_name = "PATH")]
+    pub path: PathBuf,
+    /// Look for leaked credentials.
+    #[arg(long)]
+    pub secrets: bool,
+    /// Look for dependencies with known vulnerabilities (needs `keelson scan db import`).
+    #[arg(long)]
+    pub deps: bool,
+    /// Look for misconfigured Dockerfiles, Compose files and Kubernetes manifests.
+    #[arg(long)]
+    pub misconfig: bool,
+    /// Secrets: scan every commit of the git history instead of the working tree.
+    #[arg(long, conflicts_with = "range")]
+    pub history: bool,
+    /// Secrets: scan only what the commits in A..B add.
+    #[arg(long, value_name = "A..B")]
+    pub range: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when a finding is at or above this severity (default: any finding).
+    #[arg(long, value_name = "SEVERITY", default_value = "info")]
+    pub fail_on: String,
+    /// Accepted findings: those listed (and not expired) are not reported.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the findings as a baseline to FILE (to accept them), then report as usual.
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
+    /// Advisory database directory (default: <data dir>/advisories).
+    #[arg(long, value_name = "DIR")]
+    pub db: Option<PathBuf>,
+    /// Secrets: allowlists and limits (TOML). Default: PATH/.keelson-secrets.toml when present.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

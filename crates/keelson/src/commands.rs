@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
     Cli, Command, DirArgs, GraphArgs, InitArgs, LogsArgs, RegistryCommand, RegistryGcArgs,
-    RegistryServeArgs, RunArgs,
+    RegistryServeArgs, RunArgs, ScanCommand, ScanDbCommand,
 };
 use crate::render::{self, Mode, RenderOptions};
 
@@ -42,6 +42,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Init(args) => init_command(&args),
         Command::Registry(RegistryCommand::Serve(args)) => registry_serve(&args, &data_dir),
         Command::Registry(RegistryCommand::Gc(args)) => registry_gc(&args, &data_dir),
+        Command::Scan(args) => match &args.command {
+            None => crate::scan::scan_command(&args.run, &data_dir),
+            Some(ScanCommand::Db(ScanDbCommand::Import(import))) => {
+                crate::scan::db_import_command(import, &data_dir)
+            }
+            Some(ScanCommand::Sbom(sbom)) => crate::scan::sbom_command(sbom),
+            Some(ScanCommand::Rules) => crate::scan::rules_command(),
+        },
     }
 }
 
@@ -239,6 +247,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
             Arc::clone(&interrupted),
         );
         let executors = Executors {
+            builtins: Some(Arc::new(crate::scan::ScanStep)),
             host: Arc::new(HostExecutor::new()),
             container: container_executor(needs_containers, allow_privileged).await,
             images: image_builder(needs_builds).await,

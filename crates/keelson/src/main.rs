@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod init;
 mod render;
+mod scan;
 
 use std::process::ExitCode;
 

@@ -110,7 +110,8 @@ pub enum StepExit {
     Signaled(i32),
     TimedOut,
     Cancelled,
-    /// The process could not be started (shell missing, cwd missing, …).
+    /// The step could not start (shell missing, cwd missing, …) or, for a built-in step, failed
+    /// for this reason.
     SpawnFailed(String),
 }
 

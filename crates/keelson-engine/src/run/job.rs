@@ -551,6 +551,9 @@ async fn run_in_workspace(
     let mut path_additions: Vec<String> = Vec::new();
     let mut outputs: IndexMap<String, String> = IndexMap::new();
     let mut records = Vec::new();
+    // Reports written by built-in steps: kept as artifacts whatever the job's outcome.
+    let mut report_paths: Vec<String> = Vec::new();
+    let mut builtin_outputs: IndexMap<String, String> = IndexMap::new();
 
     for (step_index, step) in job.steps.iter().enumerate() {
         let step_started = Instant::now();
@@ -825,6 +828,22 @@ async fn run_in_workspace(
                 }
                 continue;
             }
+            if let StepWork::Builtin(name, inputs) = &work {
+                let request = crate::builtin::BuiltinRequest {
+                    name: name.clone(),
+                    inputs: inputs.clone(),
+                    workspace: cwd.clone(),
+                    data_dir: shared.options.data_dir.clone(),
+                };
+                let (builtin_exit, outcome) =
+                    run_builtin(shared, output, request, step_index, &mut log, &step_cancel).await;
+                exit = builtin_exit;
+                if let Some(outcome) = outcome {
+                    report_paths.extend(outcome.reports);
+                    builtin_outputs = outcome.outputs;
+                }
+                break; // a scan or a policy verdict gives the same answer when repeated
+            }
             let StepWork::Script(script) = &work else {
                 continue;
             };
@@ -855,7 +874,8 @@ async fn run_in_workspace(
         }
 
         // What the step reported back.
-        let (step_outputs, problems) = control.read_outputs();
+        let (mut step_outputs, problems) = control.read_outputs();
+        step_outputs.extend(std::mem::take(&mut builtin_outputs));
         for problem in problems {
             output.system(
                 Some((step_index, &mut log)),
@@ -999,65 +1019,68 @@ async fn run_in_workspace(
     };
 
     let mut artifacts = ArtifactManifest::default();
-    if outcome == Outcome::Success {
-        if let (Some(cache), Some(key)) = (&job.cache, &cache_key)
-            && !matches!(cache_status, CacheStatus::Hit(_))
-        {
-            let store = shared.caches.clone();
-            let (k, ws) = (key.clone(), workspace.to_path_buf());
-            let paths: Vec<String> = cache.paths.iter().map(|p| p.value.clone()).collect();
-            let saved = tokio::task::spawn_blocking(move || store.save(&k, &ws, &paths)).await;
-            match saved {
-                Ok(Ok(SaveOutcome::Saved { bytes, files, .. })) => {
-                    output.system(
-                        None,
-                        &format!("cache saved: `{key}` ({files} files, {bytes} bytes)"),
-                    );
-                }
-                Ok(Ok(SaveOutcome::AlreadyExists)) => {
-                    output.system(None, &format!("cache `{key}` already saved"))
-                }
-                Ok(Ok(SaveOutcome::NothingToSave)) => {
-                    output.system(None, "cache: the paths matched no files; nothing saved")
-                }
-                Ok(Err(error)) => {
-                    output.system(None, &format!("warning: cache save failed: {error}"))
-                }
-                Err(error) => output.system(None, &format!("warning: cache save failed: {error}")),
+    if outcome == Outcome::Success
+        && let (Some(cache), Some(key)) = (&job.cache, &cache_key)
+        && !matches!(cache_status, CacheStatus::Hit(_))
+    {
+        let store = shared.caches.clone();
+        let (k, ws) = (key.clone(), workspace.to_path_buf());
+        let paths: Vec<String> = cache.paths.iter().map(|p| p.value.clone()).collect();
+        let saved = tokio::task::spawn_blocking(move || store.save(&k, &ws, &paths)).await;
+        match saved {
+            Ok(Ok(SaveOutcome::Saved { bytes, files, .. })) => {
+                output.system(
+                    None,
+                    &format!("cache saved: `{key}` ({files} files, {bytes} bytes)"),
+                );
             }
+            Ok(Ok(SaveOutcome::AlreadyExists)) => {
+                output.system(None, &format!("cache `{key}` already saved"))
+            }
+            Ok(Ok(SaveOutcome::NothingToSave)) => {
+                output.system(None, "cache: the paths matched no files; nothing saved")
+            }
+            Ok(Err(error)) => output.system(None, &format!("warning: cache save failed: {error}")),
+            Err(error) => output.system(None, &format!("warning: cache save failed: {error}")),
         }
-        if let Some(spec) = &job.artifacts {
-            let patterns: Vec<String> = spec.paths.iter().map(|p| p.value.clone()).collect();
-            match shared.artifacts.collect(workspace, &patterns) {
-                Ok(collected) => {
-                    for pattern in &collected.unmatched_patterns {
-                        output.system(
-                            None,
-                            &format!("warning: artifact path `{pattern}` matched no files"),
-                        );
-                    }
+    }
+    let mut patterns: Vec<String> = Vec::new();
+    if outcome == Outcome::Success
+        && let Some(spec) = &job.artifacts
+    {
+        patterns.extend(spec.paths.iter().map(|p| p.value.clone()));
+    }
+    patterns.extend(report_paths.iter().cloned());
+    if !patterns.is_empty() {
+        match shared.artifacts.collect(workspace, &patterns) {
+            Ok(collected) => {
+                for pattern in &collected.unmatched_patterns {
                     output.system(
                         None,
-                        &format!("stored {} artifact file(s)", collected.manifest.files.len()),
+                        &format!("warning: artifact path `{pattern}` matched no files"),
                     );
-                    let path = shared
-                        .run_dir
-                        .join("artifacts")
-                        .join(format!("{slug}.json"));
-                    if let Some(parent) = path.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    let _ = write_atomic(
-                        &path,
-                        &serde_json::to_vec_pretty(&collected.manifest).unwrap_or_default(),
-                    );
-                    artifacts = collected.manifest;
                 }
-                Err(error) => {
-                    output.system(None, &format!("error: cannot store artifacts: {error}"));
-                    reason = Some(format!("cannot store artifacts: {error}"));
-                    outcome = Outcome::Failure;
+                output.system(
+                    None,
+                    &format!("stored {} artifact file(s)", collected.manifest.files.len()),
+                );
+                let path = shared
+                    .run_dir
+                    .join("artifacts")
+                    .join(format!("{slug}.json"));
+                if let Some(parent) = path.parent() {
+                    let _ = std::fs::create_dir_all(parent);
                 }
+                let _ = write_atomic(
+                    &path,
+                    &serde_json::to_vec_pretty(&collected.manifest).unwrap_or_default(),
+                );
+                artifacts = collected.manifest;
+            }
+            Err(error) => {
+                output.system(None, &format!("error: cannot store artifacts: {error}"));
+                reason = Some(format!("cannot store artifacts: {error}"));
+                outcome = Outcome::Failure;
             }
         }
     }
@@ -1268,6 +1291,62 @@ async fn run_build(
     pump(shared, output, step_index, log, receiver, work).await
 }
 
+/// Runs a built-in step on a blocking thread, streaming its log lines through the masker. The
+/// outcome is `None` when the step was cancelled or could not run.
+async fn run_builtin(
+    shared: &Shared,
+    output: &JobOutput<'_>,
+    request: crate::builtin::BuiltinRequest,
+    step_index: usize,
+    log: &mut StepLog,
+    cancel: &CancellationToken,
+) -> (StepExit, Option<crate::builtin::BuiltinOutcome>) {
+    let Some(builtins) = shared.executors.builtins.clone() else {
+        let message = format!("built-in step `{}` is not available here", request.name);
+        output.system(Some((step_index, log)), &format!("error: {message}"));
+        return (StepExit::SpawnFailed(message), None);
+    };
+    let (sender, receiver) = mpsc::channel::<OutputChunk>(256);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut sink = |line: &str| {
+            let _ = sender.blocking_send(OutputChunk {
+                stream: Stream::Stdout,
+                bytes: format!("{line}\n").into_bytes(),
+            });
+        };
+        let outcome = builtins.run(&request, &mut sink);
+        let _ = done_tx.send(outcome);
+    });
+    let work = async move {
+        tokio::select! {
+            joined = task => match joined {
+                Ok(()) => StepExit::Exited(0),
+                Err(error) => StepExit::SpawnFailed(format!("the built-in step crashed: {error}")),
+            },
+            _ = cancel.cancelled() => StepExit::Cancelled,
+        }
+    };
+    let exit = pump(shared, output, step_index, log, receiver, work).await;
+    if exit != StepExit::Exited(0) {
+        return (exit, None);
+    }
+    match done_rx.await {
+        Ok(outcome) if outcome.success => (StepExit::Exited(0), Some(outcome)),
+        Ok(outcome) => {
+            let why = outcome
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the built-in step failed".to_owned());
+            (StepExit::SpawnFailed(why), Some(outcome))
+        }
+        Err(_) => (
+            StepExit::SpawnFailed("the built-in step ended without an answer".to_owned()),
+            None,
+        ),
+    }
+}
+
 /// What a step does, its environment entries and its working directory, rendered.
 type RenderedStep = (StepWork, Vec<(String, String)>, Option<String>);
 
@@ -1275,6 +1354,8 @@ type RenderedStep = (StepWork, Vec<(String, String)>, Option<String>);
 enum StepWork {
     Script(String),
     Build(RenderedBuild),
+    /// A built-in step: its name and rendered inputs.
+    Builtin(String, IndexMap<String, String>),
 }
 
 /// A rendered `build:`; paths still relative to the workspace.
@@ -1335,6 +1416,17 @@ fn render_step(
                     .push
                     .then(|| build.registry_token.as_ref().map(|t| t.value.clone())),
             })
+        }
+        Action::Uses(uses) => {
+            let mut inputs = IndexMap::new();
+            for (name, texts) in &uses.with {
+                let values = texts
+                    .iter()
+                    .map(|t| scratch.render(t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                inputs.insert(name.clone(), values.join(","));
+            }
+            StepWork::Builtin(uses.name.value.clone(), inputs)
         }
     };
     let working_directory = step

@@ -64,6 +64,8 @@ pub struct Executors {
     pub container: Result<Arc<dyn Executor>, String>,
     /// `build:` steps, or why images cannot be built.
     pub images: Result<Arc<crate::build::DockerBuilder>, String>,
+    /// `uses:` steps; `None` where no built-in steps are wired in.
+    pub builtins: Option<Arc<dyn crate::builtin::BuiltinSteps>>,
 }
 
 impl std::fmt::Debug for Executors {

@@ -14,6 +14,7 @@ mod masking;
 mod matrix;
 mod outputs;
 mod retries;
+mod scan;
 mod signals;
 mod step_cache;
 mod steps;
