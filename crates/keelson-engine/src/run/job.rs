@@ -839,7 +839,14 @@ async fn run_in_workspace(
                     run_builtin(shared, output, request, step_index, &mut log, &step_cancel).await;
                 exit = builtin_exit;
                 if let Some(outcome) = outcome {
-                    report_paths.extend(outcome.reports);
+                    // Reports are relative to where the step ran; artifacts to the workspace.
+                    let base = cwd.strip_prefix(workspace).unwrap_or(Path::new(""));
+                    report_paths.extend(
+                        outcome
+                            .reports
+                            .iter()
+                            .map(|report| base.join(report).to_string_lossy().into_owned()),
+                    );
                     builtin_outputs = outcome.outputs;
                 }
                 break; // a scan or a policy verdict gives the same answer when repeated

@@ -291,3 +291,30 @@ fn scan_rules_lists_every_rule_once() {
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "duplicate rule ids:\n{text}");
 }
+
+#[test]
+fn the_scan_gate_in_a_working_directory_scans_and_reports_there() {
+    let project = Project::new(
+        r#"
+jobs:
+  security:
+    working-directory: service
+    steps:
+      - uses: keelson/scan
+        with:
+          kinds: misconfig
+          fail-on: critical
+  after:
+    needs: [security]
+    steps:
+      - run: ls service/keelson-scan
+"#,
+    );
+    project.write("service/Dockerfile", "FROM debian:latest\nRUN echo hi\n");
+    let run = project.run(&[]);
+    run.assert_code(0);
+    let log = run.log_lines("security").join("\n");
+    assert!(log.contains("Dockerfile:1"), "{log}");
+    let listing = run.log_lines("after").join("\n");
+    assert!(listing.contains("keelson-scan.sarif"), "{listing}");
+}
