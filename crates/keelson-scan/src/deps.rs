@@ -20,6 +20,9 @@ use crate::inventory;
 use crate::lockfile::{Package, Unresolved};
 use crate::version::{self, Ecosystem};
 
+/// Fewer packages than this per worker are not worth a thread.
+const PACKAGES_PER_WORKER: usize = 256;
+
 /// What [`scan`] returns: the findings and errors, plus what the lockfiles left unpinned.
 #[derive(Debug, Clone, Default)]
 pub struct DepsOutput {
@@ -47,7 +50,7 @@ pub fn scan(root: &Path, db: &Database) -> DepsOutput {
         },
         ..DepsOutput::default()
     };
-    let mut cache: HashMap<(&'static str, String), Vec<Advisory>> = HashMap::new();
+    let mut work: Vec<(&str, &Package)> = Vec::new();
     for inventory in &collected.inventories {
         out.lockfiles += 1;
         for unresolved in &inventory.parsed.unresolved {
@@ -55,9 +58,42 @@ pub fn scan(root: &Path, db: &Database) -> DepsOutput {
                 .push((inventory.path.clone(), unresolved.clone()));
         }
         for package in &inventory.parsed.packages {
-            out.packages += 1;
-            check_package(db, &inventory.path, package, &mut cache, &mut out.output);
+            work.push((&inventory.path, package));
         }
+    }
+    out.packages = work.len();
+    // Packages are checked on all cores, in contiguous slices (each worker keeps its own cache of
+    // decoded advisories); the merged output is sorted, so the split does not show.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work.len().div_ceil(PACKAGES_PER_WORKER))
+        .max(1);
+    let slice = work.len().div_ceil(workers).max(1);
+    let results: Vec<ScanOutput> = std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(slice)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut cache: HashMap<(&'static str, String), Vec<Advisory>> = HashMap::new();
+                    let mut local = ScanOutput::default();
+                    for (lockfile, package) in chunk {
+                        check_package(db, lockfile, package, &mut cache, &mut local);
+                    }
+                    local
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for result in results {
+        out.output.merge(result);
     }
     out.output.sort();
     out

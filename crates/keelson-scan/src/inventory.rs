@@ -31,12 +31,7 @@ pub struct Collected {
 pub fn collect(root: &Path) -> Collected {
     let mut out = Collected::default();
     let (files, walk_errors) = walk::files(root);
-    for (path, message) in walk_errors {
-        out.errors.push(InputError {
-            location: Location::file(path),
-            message,
-        });
-    }
+    out.errors.extend(walk_errors);
     for file in files {
         let Some(name) = file.path.file_name().and_then(|n| n.to_str()) else {
             continue;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ignore::WalkBuilder;
 
+use crate::finding::{InputError, Location};
+
 /// One file found by [`files`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkedFile {
@@ -16,8 +18,8 @@ pub struct WalkedFile {
 }
 
 /// Lists the files under `root` (or `root` itself if it is a file), sorted by relative path.
-/// Unreadable directory entries are returned as errors so the caller can report them.
-pub fn files(root: &Path) -> (Vec<WalkedFile>, Vec<(String, String)>) {
+/// Unreadable directory entries are returned as input errors so the caller can report them.
+pub fn files(root: &Path) -> (Vec<WalkedFile>, Vec<InputError>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
     if root.is_file() {
@@ -50,7 +52,10 @@ pub fn files(root: &Path) -> (Vec<WalkedFile>, Vec<(String, String)>) {
                 let relative = relative(root, &path);
                 found.push(WalkedFile { path, relative });
             }
-            Err(err) => errors.push((root.display().to_string(), err.to_string())),
+            Err(err) => errors.push(InputError {
+                location: Location::file(root.display().to_string()),
+                message: err.to_string(),
+            }),
         }
     }
     found.sort_by(|a, b| a.relative.cmp(&b.relative));

@@ -87,20 +87,7 @@ pub fn normalize_name(ecosystem: &str, name: &str) -> String {
     if ecosystem_base(ecosystem) != "PyPI" {
         return name.to_owned();
     }
-    let mut out = String::with_capacity(name.len());
-    let mut in_separator_run = false;
-    for c in name.trim().chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !in_separator_run {
-                out.push('-');
-            }
-            in_separator_run = true;
-        } else {
-            out.extend(c.to_lowercase());
-            in_separator_run = false;
-        }
-    }
-    out
+    crate::lockfile::normalize_pypi_name(name.trim())
 }
 
 /// An OSV ecosystem name without its release suffix: `Debian:12` → `Debian`.

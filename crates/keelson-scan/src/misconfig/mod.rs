@@ -4,6 +4,7 @@
 pub mod compose;
 pub mod docker;
 pub mod kubernetes;
+pub mod yaml;
 
 use crate::finding::Severity;
 
@@ -84,12 +85,7 @@ pub fn scan_text(
 pub fn scan(root: &Path) -> ScanOutput {
     let mut out = ScanOutput::default();
     let (files, walk_errors) = walk::files(root);
-    for (path, message) in walk_errors {
-        out.errors.push(InputError {
-            location: Location::file(path),
-            message,
-        });
-    }
+    out.errors.extend(walk_errors);
     for file in files {
         let Some(file_name) = file.path.file_name().and_then(|n| n.to_str()) else {
             continue;

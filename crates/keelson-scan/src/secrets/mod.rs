@@ -165,12 +165,7 @@ fn worker_count(config: &SecretsConfig, jobs: usize) -> usize {
 pub fn scan_dir(root: &Path, rules: &Rules, config: &SecretsConfig) -> ScanOutput {
     let (files, walk_errors) = crate::walk::files(root);
     let mut output = ScanOutput::default();
-    for (path, message) in walk_errors {
-        output.errors.push(InputError {
-            location: Location::file(path),
-            message,
-        });
-    }
+    output.errors.extend(walk_errors);
     let next = AtomicUsize::new(0);
     let collected = Mutex::new(ScanOutput::default());
     let workers = worker_count(config, files.len());

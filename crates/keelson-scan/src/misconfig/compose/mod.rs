@@ -1,6 +1,7 @@
-//! Docker Compose misconfiguration checks: the file is read into a positioned YAML tree
-//! ([`yaml`]), each service is handed to every rule under [`rules`] (`KCO-0xx`, one file each),
-//! and hits become findings with the line and column of the offending key or value.
+//! Docker Compose misconfiguration checks: the first document of the file is read into the
+//! shared positioned YAML tree ([`crate::misconfig::yaml`]), each service is handed to every rule
+//! under [`rules`] (`KCO-0xx`, one file each), and hits become findings with the line and column
+//! of the offending key or value.
 //!
 //! Invariants: [`scan`] never panics; malformed YAML, or a file whose `services` is not a mapping
 //! of mappings, yields an [`InputError`] with line and column instead of findings. A
@@ -8,14 +9,13 @@
 //! line), or above the service's name, suppresses it.
 
 pub mod rules;
-pub mod yaml;
 
 use std::sync::LazyLock;
 
 use crate::finding::{Details, Finding, InputError, Kind, Location, fingerprint};
 use crate::misconfig::RuleInfo;
 use crate::misconfig::docker::parse::Allow;
-use yaml::{Node, Value};
+use crate::misconfig::yaml::{self, Node};
 
 /// The metadata of every Compose rule, in id order.
 pub fn rules() -> &'static [RuleInfo] {
@@ -73,7 +73,7 @@ pub fn scan(relative_path: &str, text: &str) -> Result<Vec<Finding>, InputError>
     let Some(document) = document else {
         return Ok(Vec::new());
     };
-    if !matches!(document.value, Value::Mapping(_)) {
+    if !document.is_map() {
         return Err(error(
             document.line,
             document.column,
@@ -86,7 +86,7 @@ pub fn scan(relative_path: &str, text: &str) -> Result<Vec<Finding>, InputError>
     if services.is_null() {
         return Ok(Vec::new());
     }
-    if !matches!(services.value, Value::Mapping(_)) {
+    if !services.is_map() {
         return Err(error(
             services.line,
             services.column,
@@ -106,7 +106,7 @@ pub fn scan(relative_path: &str, text: &str) -> Result<Vec<Finding>, InputError>
         if body.is_null() {
             continue;
         }
-        if !matches!(body.value, Value::Mapping(_)) {
+        if !body.is_map() {
             return Err(error(
                 body.line,
                 body.column,

@@ -5,7 +5,7 @@
 //! kinds (`kind: List`, `kind: PodList` …) are opened and their `items` treated as objects; every
 //! accessor borrows from the parsed tree, nothing is copied or guessed.
 
-use super::yaml::Node;
+use crate::misconfig::yaml::Node;
 
 /// One Kubernetes object (a document, or an item of a `List`).
 #[derive(Debug)]
@@ -241,8 +241,8 @@ fn pod_spec<'a>(root: &'a Node, kind: &str) -> Option<PodSpec<'a>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::yaml::parse_stream;
     use super::*;
+    use crate::misconfig::yaml::parse_stream;
 
     #[test]
     fn finds_pod_specs_in_every_workload_kind() {

@@ -1,7 +1,8 @@
-//! Misconfiguration checks for Kubernetes manifests: multi-document YAML is parsed with positions,
-//! every Kubernetes object in it (a document with `apiVersion` and `kind`) is checked by every rule
-//! in [`rules`], and each problem becomes a [`Finding`] at the line and column of the offending
-//! key (or of the container or object when a key is missing).
+//! Misconfiguration checks for Kubernetes manifests: multi-document YAML is parsed with positions
+//! into the shared tree of [`crate::misconfig::yaml`], every Kubernetes object in it (a document
+//! with `apiVersion` and `kind`) is checked by every rule in [`rules`], and each problem becomes a
+//! [`Finding`] at the line and column of the offending key (or of the container or object when a
+//! key is missing).
 //!
 //! Invariants: YAML that holds no Kubernetes object gives no findings and no error; malformed YAML
 //! is an [`InputError`] with line and column; no input makes the scanner panic. An object can
@@ -10,12 +11,12 @@
 
 pub mod manifest;
 pub mod rules;
-pub mod yaml;
 
 use self::manifest::Object;
 use self::rules::{Hit, Subject};
 use super::RuleInfo;
 use crate::finding::{Details, Finding, InputError, Kind, Location, fingerprint};
+use crate::misconfig::yaml;
 
 /// The annotation that silences rules on one object.
 pub const ALLOW_ANNOTATION: &str = "keelson.dev/allow";

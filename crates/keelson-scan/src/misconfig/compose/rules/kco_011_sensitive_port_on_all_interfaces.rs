@@ -5,7 +5,7 @@ use super::{Hit, Rule};
 use crate::finding::Severity;
 use crate::misconfig::RuleInfo;
 use crate::misconfig::compose::Service;
-use crate::misconfig::compose::yaml::{Node, Value};
+use crate::misconfig::yaml::{Node, NodeKind};
 
 pub(super) const RULE: Rule = Rule {
     info: RuleInfo {
@@ -98,9 +98,9 @@ fn check(service: &Service<'_>) -> Vec<Hit> {
     };
     let mut hits = Vec::new();
     for item in ports.items() {
-        let published = match &item.value {
-            Value::Scalar { text, .. } if !text.contains('$') => parse_short(text),
-            Value::Mapping(_) => parse_long(item),
+        let published = match &item.kind {
+            NodeKind::Scalar { value: text, .. } if !text.contains('$') => parse_short(text),
+            NodeKind::Map(_) => parse_long(item),
             _ => None,
         };
         let Some(published) = published else {

@@ -17,8 +17,8 @@ mod kco_011_sensitive_port_on_all_interfaces;
 mod kco_012_sensitive_host_path;
 
 use super::Service;
-use super::yaml::{Node, Value};
 use crate::misconfig::RuleInfo;
+use crate::misconfig::yaml::{Node, NodeKind};
 
 /// One Compose rule.
 #[derive(Debug, Clone, Copy)]
@@ -86,14 +86,14 @@ fn bind_mount_sources<'a>(service: &Service<'a>) -> Vec<(&'a Node, String)> {
     };
     let mut sources = Vec::new();
     for item in volumes.items() {
-        match &item.value {
-            Value::Scalar { text, .. } => {
+        match &item.kind {
+            NodeKind::Scalar { value: text, .. } => {
                 let source = text.split(':').next().unwrap_or(text);
                 if is_host_path(source) {
                     sources.push((item, source.to_owned()));
                 }
             }
-            Value::Mapping(_) => {
+            NodeKind::Map(_) => {
                 let kind = item.get("type").and_then(Node::as_str).unwrap_or("volume");
                 if let Some(source) = item.get("source").and_then(Node::as_str)
                     && (kind == "bind" || is_host_path(source))
@@ -101,7 +101,7 @@ fn bind_mount_sources<'a>(service: &Service<'a>) -> Vec<(&'a Node, String)> {
                     sources.push((item, source.to_owned()));
                 }
             }
-            Value::Sequence(_) => {}
+            NodeKind::Seq(_) => {}
         }
     }
     sources
@@ -132,7 +132,7 @@ fn scalar_list<'a>(service: &Service<'a>, key: &str) -> Vec<(&'a Node, &'a str)>
     match service.body.get(key) {
         Some(
             node @ Node {
-                value: Value::Scalar { text, .. },
+                kind: NodeKind::Scalar { value: text, .. },
                 ..
             },
         ) if !node.is_null() => {
@@ -152,7 +152,7 @@ pub(crate) mod testing {
     //! Helpers for the rules' unit tests.
     use super::Rule;
     use crate::misconfig::compose::Service;
-    use crate::misconfig::compose::yaml::parse;
+    use crate::misconfig::yaml::parse;
 
     /// The (line, column) of each hit of `rule` on the single service `svc` of a Compose file.
     pub fn positions(rule: &Rule, text: &str) -> Vec<(usize, usize)> {

@@ -5,7 +5,7 @@ use super::{Hits, each_container};
 use crate::finding::Severity;
 use crate::misconfig::RuleInfo;
 use crate::misconfig::kubernetes::manifest::Object;
-use crate::misconfig::kubernetes::yaml::Node;
+use crate::misconfig::yaml::Node;
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "KK8S-025",

@@ -8,8 +8,8 @@
 //! fingerprints of one file's findings are unique.
 
 use super::manifest::{Container, Object, PodSpec};
-use super::yaml::Node;
 use crate::misconfig::RuleInfo;
+use crate::misconfig::yaml::Node;
 
 /// A rule: its metadata and its check.
 pub struct Rule {
