@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::advisory::{self, Advisory, Database};
 use crate::finding::{Details, Finding, InputError, Kind, Location, ScanOutput, fingerprint};
@@ -22,6 +23,8 @@ use crate::version::{self, Ecosystem};
 
 /// Fewer packages than this per worker are not worth a thread.
 const PACKAGES_PER_WORKER: usize = 256;
+/// Packages a worker takes at a time.
+const BATCH: usize = 16;
 
 /// What [`scan`] returns: the findings and errors, plus what the lockfiles left unpinned.
 #[derive(Debug, Clone, Default)]
@@ -62,22 +65,32 @@ pub fn scan(root: &Path, db: &Database) -> DepsOutput {
         }
     }
     out.packages = work.len();
-    // Packages are checked on all cores, in contiguous slices (each worker keeps its own cache of
-    // decoded advisories); the merged output is sorted, so the split does not show.
+    // Packages are checked on all cores: workers take small batches in turn (one ecosystem can
+    // cost far more per package than another) and keep their own cache of decoded advisories;
+    // the merged output is sorted, so the split does not show.
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(work.len().div_ceil(PACKAGES_PER_WORKER))
         .max(1);
-    let slice = work.len().div_ceil(workers).max(1);
+    let next = AtomicUsize::new(0);
     let results: Vec<ScanOutput> = std::thread::scope(|scope| {
-        let handles: Vec<_> = work
-            .chunks(slice)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    let mut cache: HashMap<(&'static str, String), Vec<Advisory>> = HashMap::new();
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut cache: HashMap<(&'static str, String), Vec<(usize, Advisory)>> =
+                        HashMap::new();
                     let mut local = ScanOutput::default();
-                    for (lockfile, package) in chunk {
-                        check_package(db, lockfile, package, &mut cache, &mut local);
+                    loop {
+                        let start = next.fetch_add(BATCH, Ordering::Relaxed);
+                        let Some(batch) = work.get(start..(start + BATCH).min(work.len())) else {
+                            break;
+                        };
+                        if batch.is_empty() {
+                            break;
+                        }
+                        for (lockfile, package) in batch {
+                            check_package(db, lockfile, package, &mut cache, &mut local);
+                        }
                     }
                     local
                 })
@@ -104,7 +117,7 @@ fn check_package(
     db: &Database,
     lockfile: &str,
     package: &Package,
-    cache: &mut HashMap<(&'static str, String), Vec<Advisory>>,
+    cache: &mut HashMap<(&'static str, String), Vec<(usize, Advisory)>>,
     output: &mut ScanOutput,
 ) {
     let error = |message: String| InputError {
@@ -130,7 +143,7 @@ fn check_package(
         advisory::normalize_name(package.ecosystem, &package.name),
     );
     if !cache.contains_key(&key) {
-        match db.lookup(package.ecosystem, &package.name) {
+        match db.lookup_for_matching(package.ecosystem, &package.name) {
             Ok(found) => {
                 cache.insert(key.clone(), found);
             }
@@ -144,8 +157,8 @@ fn check_package(
         }
     }
     let advisories = &cache[&key];
-    let mut matched: Vec<(&Advisory, Vec<String>)> = Vec::new();
-    for advisory in advisories {
+    let mut matched: Vec<(usize, &Advisory, Vec<String>)> = Vec::new();
+    for (position, advisory) in advisories {
         let verdict =
             advisory::matches(advisory, package.ecosystem, &package.name, &package.version)
                 .and_then(|hit| {
@@ -162,7 +175,7 @@ fn check_package(
                     }
                 });
         match verdict {
-            Ok(Some(fixed)) => matched.push((advisory, fixed)),
+            Ok(Some(fixed)) => matched.push((*position, advisory, fixed)),
             Ok(None) => {}
             Err(err) => output.errors.push(error(format!(
                 "{} {}: not checked against {}: {err}",
@@ -170,6 +183,19 @@ fn check_package(
             ))),
         }
     }
+    // Only what matched is decoded in full (summary, details, references, scores).
+    let mut full: Vec<(Advisory, Vec<String>)> = Vec::with_capacity(matched.len());
+    for (position, light, fixed) in matched {
+        match db.complete(position, light.clone()) {
+            Ok(advisory) => full.push((advisory, fixed)),
+            Err(err) => output.errors.push(error(format!(
+                "{} {}: not checked against {}: {err}",
+                package.name, package.version, light.id
+            ))),
+        }
+    }
+    let matched: Vec<(&Advisory, Vec<String>)> =
+        full.iter().map(|(a, fixed)| (a, fixed.clone())).collect();
     for group in alias_groups(&matched) {
         output
             .findings

@@ -199,6 +199,53 @@ impl Database {
         (0..self.len()).map(|i| self.record(i)).collect()
     }
 
+    /// Like [`Database::lookup`], but each advisory holds only what [`super::matches`] and
+    /// [`super::fixed_versions`] read (id, withdrawn, aliases, affected), with its position for
+    /// [`Database::record_at`]. Much cheaper when most looked-up advisories will not match.
+    pub fn lookup_for_matching(
+        &self,
+        ecosystem: &str,
+        name: &str,
+    ) -> Result<Vec<(usize, Advisory)>, DbError> {
+        let Some(indices) = self.directory.packages.get(&key(ecosystem, name)) else {
+            return Ok(Vec::new());
+        };
+        indices
+            .iter()
+            .map(|&i| {
+                let i = i as usize;
+                let fields: super::osv::MatchFields = serde_json::from_slice(self.record_bytes(i))
+                    .map_err(|e| {
+                        self.corrupt(format!("record {}: {e}", self.directory.records[i].id))
+                    })?;
+                Ok((i, Advisory::from(fields)))
+            })
+            .collect()
+    }
+
+    /// The whole advisory from one returned by [`Database::lookup_for_matching`] and its
+    /// position: only the fields that lookup left out are decoded.
+    pub fn complete(&self, position: usize, light: Advisory) -> Result<Advisory, DbError> {
+        if position >= self.len() {
+            return Err(self.corrupt(format!("no record at position {position}")));
+        }
+        let rest: super::osv::DescriptiveFields =
+            serde_json::from_slice(self.record_bytes(position)).map_err(|e| {
+                self.corrupt(format!(
+                    "record {}: {e}",
+                    self.directory.records[position].id
+                ))
+            })?;
+        Ok(rest.complete(light))
+    }
+
+    fn record_bytes(&self, i: usize) -> &[u8] {
+        let meta = &self.directory.records[i];
+        // Bounds were checked at open.
+        let start = self.records_start + meta.offset as usize;
+        &self.bytes[start..start + meta.len as usize]
+    }
+
     fn record(&self, i: usize) -> Result<Advisory, DbError> {
         let meta = &self.directory.records[i];
         // Bounds were checked at open.

@@ -45,6 +45,77 @@ pub struct Advisory {
     pub database_specific: Option<DatabaseSpecific>,
 }
 
+/// What matching reads of a record (id, withdrawn, aliases, affected), decoded without the
+/// descriptive text, references and scores: most packages a scan looks up match nothing, so their
+/// advisories need no more than this.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MatchFields {
+    id: String,
+    #[serde(default)]
+    withdrawn: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    aliases: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    affected: Vec<Affected>,
+}
+
+impl From<MatchFields> for Advisory {
+    fn from(fields: MatchFields) -> Advisory {
+        Advisory {
+            id: fields.id,
+            modified: String::new(),
+            published: None,
+            withdrawn: fields.withdrawn,
+            aliases: fields.aliases,
+            related: Vec::new(),
+            summary: None,
+            details: None,
+            severity: Vec::new(),
+            affected: fields.affected,
+            references: Vec::new(),
+            database_specific: None,
+        }
+    }
+}
+
+/// The rest of a record, for completing an advisory read as [`MatchFields`] once it matched.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DescriptiveFields {
+    #[serde(default)]
+    modified: String,
+    #[serde(default)]
+    published: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    related: Vec<String>,
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    details: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    severity: Vec<SeverityScore>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    references: Vec<Reference>,
+    #[serde(default)]
+    database_specific: Option<DatabaseSpecific>,
+}
+
+impl DescriptiveFields {
+    /// `light` (from [`MatchFields`]) with these fields filled in: the whole advisory.
+    pub(crate) fn complete(self, light: Advisory) -> Advisory {
+        Advisory {
+            modified: self.modified,
+            published: self.published,
+            related: self.related,
+            summary: self.summary,
+            details: self.details,
+            severity: self.severity,
+            references: self.references,
+            database_specific: self.database_specific,
+            ..light
+        }
+    }
+}
+
 /// A `severity[]` entry: `{ "type": "CVSS_V3", "score": "CVSS:3.1/AV:N/..." }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeverityScore {

@@ -26,7 +26,7 @@ struct Labelled {
     number: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum Version {
     Pep440 {
         epoch: String,
@@ -51,8 +51,39 @@ fn number_or_zero(m: Option<regex::Match<'_>>) -> String {
     m.map_or("0", |m| normalize_number(m.as_str())).to_owned()
 }
 
+/// A plain release (`1.2.10`): digits separated by single dots. Most versions are; reading them
+/// without the regex gives the same result (checked by a test) at a fraction of the cost.
+fn plain_release(s: &str) -> Option<Vec<String>> {
+    if s.is_empty()
+        || !s
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    Some(
+        s.split('.')
+            .map(|p| normalize_number(p).to_owned())
+            .collect(),
+    )
+}
+
 impl Version {
     fn parse(s: &str) -> Version {
+        if let Some(release) = plain_release(s) {
+            return Version::Pep440 {
+                epoch: "0".to_owned(),
+                release,
+                pre: None,
+                post: None,
+                dev: None,
+                local: Vec::new(),
+            };
+        }
+        Version::parse_with_pattern(s)
+    }
+
+    fn parse_with_pattern(s: &str) -> Version {
         let lower = s.to_lowercase();
         let Some(caps) = PEP440.captures(&lower) else {
             return Version::Legacy(legacy_key(&lower));
@@ -210,6 +241,45 @@ pub(super) fn compare(a: &str, b: &str) -> Ordering {
                 })
                 .then_with(|| none_last(&da, &db, |x, y| cmp_numbers(x, y)))
                 .then_with(|| cmp_local(&la, &lb))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_release_fast_path_reads_like_the_pattern() {
+        for version in [
+            "0",
+            "1",
+            "1.2",
+            "1.2.10",
+            "01.002.0",
+            "2024.10.1",
+            "123456789012345678901234",
+        ] {
+            assert!(plain_release(version).is_some(), "{version}");
+            assert_eq!(
+                Version::parse(version),
+                Version::parse_with_pattern(version),
+                "{version}"
+            );
+        }
+        for not_plain in [
+            "",
+            ".",
+            "1.",
+            ".1",
+            "1..2",
+            "v1",
+            "1.0a1",
+            "1.0+local",
+            "1!2",
+            "1.0-1",
+        ] {
+            assert!(plain_release(not_plain).is_none(), "{not_plain}");
         }
     }
 }

@@ -823,3 +823,34 @@ fn every_cvss_vector_in_the_corpus_scores() {
         "{scored:?}"
     );
 }
+
+/// The scan path reads matching fields first and the rest only for matches; together they must
+/// give exactly the stored advisory, for every package key in the corpus.
+#[test]
+fn split_decoding_gives_the_whole_advisory() {
+    let Some(corpus) = corpus() else { return };
+    let mut checked = 0;
+    for advisory in corpus.db.all().unwrap() {
+        for affected in &advisory.affected {
+            let Some(package) = &affected.package else {
+                continue;
+            };
+            let whole = corpus.db.lookup(&package.ecosystem, &package.name).unwrap();
+            let light = corpus
+                .db
+                .lookup_for_matching(&package.ecosystem, &package.name)
+                .unwrap();
+            assert_eq!(whole.len(), light.len(), "{}", package.name);
+            for (full, (position, part)) in whole.iter().zip(light) {
+                assert_eq!(full.id, part.id);
+                assert_eq!(full.affected, part.affected);
+                assert_eq!(&corpus.db.complete(position, part).unwrap(), full);
+                checked += 1;
+            }
+        }
+        if checked > 3_000 {
+            break;
+        }
+    }
+    assert!(checked > 1_000, "only {checked} advisories checked");
+}
