@@ -130,33 +130,14 @@ fn rfc3339_utc(time: SystemTime) -> String {
         .unwrap_or(0);
     let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX / 2);
     let of_day = seconds % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let date = crate::baseline::Date::from_days_since_epoch(days);
+    let (year, month, day) = (date.year, date.month, date.day);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         of_day / 3600,
         (of_day % 3600) / 60,
         of_day % 60
     )
-}
-
-/// Proleptic Gregorian (year, month, day) of a count of days since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift the epoch to 0000-03-01 so that leap days fall at the end of each 400-year era.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
 }
 
 #[cfg(test)]
