@@ -10,28 +10,36 @@ use sqlx::{PgPool, SqlitePool};
 use crate::error::StoreError;
 use crate::model::UnixMillis;
 
-/// One schema change, with the statements for each backend.
+/// One schema change. Its statements are written once for both backends; `{id}` stands for an
+/// auto-numbered primary key column, the one spelling the two disagree on.
 pub(crate) struct Migration {
     pub(crate) version: i64,
     pub(crate) name: &'static str,
-    pub(crate) sqlite: &'static [&'static str],
-    pub(crate) postgres: &'static [&'static str],
+    pub(crate) statements: &'static [&'static str],
 }
+
+/// `statement` with `{id}` spelled for a backend.
+fn for_backend(statement: &str, identity: &str) -> String {
+    statement.replace("{id}", identity)
+}
+
+const SQLITE_IDENTITY: &str = "INTEGER PRIMARY KEY AUTOINCREMENT";
+const POSTGRES_IDENTITY: &str = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY";
 
 /// All migrations, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "projects, runs, jobs, leases, logs",
-    sqlite: &[
+    statements: &[
         "CREATE TABLE projects (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {id},
             name TEXT NOT NULL UNIQUE,
             repository TEXT NOT NULL,
             next_run_number BIGINT NOT NULL DEFAULT 0,
             created_at BIGINT NOT NULL
         )",
         "CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {id},
             project_id BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
             number BIGINT NOT NULL,
             trigger_kind TEXT NOT NULL,
@@ -45,59 +53,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             UNIQUE (project_id, number)
         )",
         "CREATE TABLE jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id BIGINT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            name TEXT NOT NULL,
-            status TEXT NOT NULL,
-            status_reason TEXT,
-            attempt BIGINT NOT NULL DEFAULT 0,
-            max_attempts BIGINT NOT NULL,
-            leased_by TEXT,
-            lease_expires BIGINT,
-            cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
-            created_at BIGINT NOT NULL,
-            started_at BIGINT,
-            finished_at BIGINT,
-            UNIQUE (run_id, name)
-        )",
-        "CREATE INDEX jobs_by_status ON jobs (status, id)",
-        "CREATE TABLE job_labels (
-            job_id BIGINT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-            label TEXT NOT NULL,
-            PRIMARY KEY (job_id, label)
-        )",
-        "CREATE TABLE job_log_lines (
-            job_id BIGINT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-            seq BIGINT NOT NULL,
-            stream TEXT NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (job_id, seq)
-        )",
-    ],
-    postgres: &[
-        "CREATE TABLE projects (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            repository TEXT NOT NULL,
-            next_run_number BIGINT NOT NULL DEFAULT 0,
-            created_at BIGINT NOT NULL
-        )",
-        "CREATE TABLE runs (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            project_id BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-            number BIGINT NOT NULL,
-            trigger_kind TEXT NOT NULL,
-            git_ref TEXT,
-            commit_sha TEXT,
-            status TEXT NOT NULL,
-            status_reason TEXT,
-            created_at BIGINT NOT NULL,
-            started_at BIGINT,
-            finished_at BIGINT,
-            UNIQUE (project_id, number)
-        )",
-        "CREATE TABLE jobs (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id {id},
             run_id BIGINT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
             name TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -166,8 +122,8 @@ pub(crate) async fn migrate_sqlite(pool: &SqlitePool, now: UnixMillis) -> Result
         if current >= migration.version {
             continue;
         }
-        for statement in migration.sqlite {
-            sqlx::query(*statement)
+        for statement in migration.statements {
+            sqlx::query(sqlx::AssertSqlSafe(for_backend(statement, SQLITE_IDENTITY)))
                 .execute(&mut *transaction)
                 .await
                 .map_err(|source| migration_error(migration, source))?;
@@ -212,11 +168,14 @@ pub(crate) async fn migrate_postgres(pool: &PgPool, now: UnixMillis) -> Result<(
         if current >= migration.version {
             continue;
         }
-        for statement in migration.postgres {
-            sqlx::query(*statement)
-                .execute(&mut *transaction)
-                .await
-                .map_err(|source| migration_error(migration, source))?;
+        for statement in migration.statements {
+            sqlx::query(sqlx::AssertSqlSafe(for_backend(
+                statement,
+                POSTGRES_IDENTITY,
+            )))
+            .execute(&mut *transaction)
+            .await
+            .map_err(|source| migration_error(migration, source))?;
         }
         sqlx::query(RECORD_MIGRATION)
             .bind(migration.version)
@@ -243,7 +202,7 @@ mod tests {
     use super::MIGRATIONS;
 
     #[test]
-    fn migrations_are_strictly_increasing_and_have_both_backends() {
+    fn migrations_are_strictly_increasing_and_not_empty() {
         let mut previous = 0;
         for migration in MIGRATIONS {
             assert!(
@@ -251,7 +210,7 @@ mod tests {
                 "version {} out of order",
                 migration.version
             );
-            assert!(!migration.sqlite.is_empty() && !migration.postgres.is_empty());
+            assert!(!migration.statements.is_empty());
             previous = migration.version;
         }
     }
