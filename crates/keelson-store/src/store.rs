@@ -559,25 +559,12 @@ impl Store {
         reason: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let started = (status != Status::Queued).then_some(now);
-        let finished = status.is_terminal().then_some(now);
         let sql = "UPDATE runs SET status = $1, status_reason = $2,
                        started_at = COALESCE(started_at, $3),
                        finished_at = $4
                    WHERE id = $5";
-        let updated = on_backend!(self, pool => sqlx::query(sql)
-            .bind(status.as_str())
-            .bind(reason)
-            .bind(started)
-            .bind(finished)
-            .bind(run_id.0)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        if updated == 0 {
-            return Err(StoreError::not_found("run", run_id));
-        }
-        Ok(())
+        self.update_status(sql, "run", run_id.0, status, reason, now)
+            .await
     }
 
     /// Sets a job's status and reason. A terminal status releases the lease.
@@ -588,25 +575,40 @@ impl Store {
         reason: Option<&str>,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let started = (status != Status::Queued).then_some(now);
-        let finished = status.is_terminal().then_some(now);
         let sql = "UPDATE jobs SET status = $1, status_reason = $2,
                        started_at = COALESCE(started_at, $3),
                        finished_at = $4,
                        leased_by = CASE WHEN $4 IS NULL THEN leased_by ELSE NULL END,
                        lease_expires = CASE WHEN $4 IS NULL THEN lease_expires ELSE NULL END
                    WHERE id = $5";
+        self.update_status(sql, "job", job_id.0, status, reason, now)
+            .await
+    }
+
+    /// Runs a status update `sql` binding status ($1), reason ($2), started ($3: `now` unless the
+    /// status is queued), finished ($4: `now` for a terminal status) and the row id ($5).
+    async fn update_status(
+        &self,
+        sql: &'static str,
+        entity: &'static str,
+        id: i64,
+        status: Status,
+        reason: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let started = (status != Status::Queued).then_some(now);
+        let finished = status.is_terminal().then_some(now);
         let updated = on_backend!(self, pool => sqlx::query(sql)
             .bind(status.as_str())
             .bind(reason)
             .bind(started)
             .bind(finished)
-            .bind(job_id.0)
+            .bind(id)
             .execute(pool)
             .await?
             .rows_affected());
         if updated == 0 {
-            return Err(StoreError::not_found("job", job_id));
+            return Err(StoreError::not_found(entity, id));
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! KK8S-011: a container sets no `resources.limits.cpu`.
 
-use super::{Hits, each_container};
+use super::{Hits, flag_unset_resource};
 use crate::finding::Severity;
 use crate::misconfig::RuleInfo;
-use crate::misconfig::kubernetes::manifest::{ContainerKind, Object};
+use crate::misconfig::kubernetes::manifest::Object;
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "KK8S-011",
@@ -15,17 +15,5 @@ pub const INFO: RuleInfo = RuleInfo {
 };
 
 pub fn check(object: &Object<'_>, hits: &mut Hits) {
-    each_container(object, |_, container| {
-        // Ephemeral (debug) containers cannot declare resources.
-        if container.kind == ContainerKind::Ephemeral {
-            return;
-        }
-        let set = container
-            .node
-            .path(&["resources", "limits", "cpu"])
-            .is_some_and(|value| !value.is_null());
-        if !set {
-            hits.container(container, container.deepest(&["resources", "limits"]));
-        }
-    });
+    flag_unset_resource(object, hits, &["limits"], "cpu");
 }

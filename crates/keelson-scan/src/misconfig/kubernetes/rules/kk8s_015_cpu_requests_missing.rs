@@ -1,9 +1,9 @@
 //! KK8S-015: a container sets no `resources.requests.cpu`.
 
-use super::{Hits, each_container};
+use super::{Hits, flag_unset_resource};
 use crate::finding::Severity;
 use crate::misconfig::RuleInfo;
-use crate::misconfig::kubernetes::manifest::{ContainerKind, Object};
+use crate::misconfig::kubernetes::manifest::Object;
 
 pub const INFO: RuleInfo = RuleInfo {
     id: "KK8S-015",
@@ -15,20 +15,5 @@ pub const INFO: RuleInfo = RuleInfo {
 };
 
 pub fn check(object: &Object<'_>, hits: &mut Hits) {
-    each_container(object, |_, container| {
-        // Ephemeral (debug) containers cannot declare resources.
-        if container.kind == ContainerKind::Ephemeral {
-            return;
-        }
-        // Kubernetes defaults a missing request to the limit, so a limit counts as a request.
-        let set = ["requests", "limits"].iter().any(|section| {
-            container
-                .node
-                .path(&["resources", section, "cpu"])
-                .is_some_and(|value| !value.is_null())
-        });
-        if !set {
-            hits.container(container, container.deepest(&["resources", "requests"]));
-        }
-    });
+    flag_unset_resource(object, hits, &["requests", "limits"], "cpu");
 }

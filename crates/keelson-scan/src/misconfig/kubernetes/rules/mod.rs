@@ -7,7 +7,7 @@
 //! Invariant: a rule reports at most one hit per subject (object, container, volume …), so the
 //! fingerprints of one file's findings are unique.
 
-use super::manifest::{Container, Object, PodSpec};
+use super::manifest::{Container, ContainerKind, Object, PodSpec};
 use crate::misconfig::RuleInfo;
 use crate::misconfig::yaml::Node;
 
@@ -88,6 +88,32 @@ pub fn each_container<'a>(
             check(pod, container);
         }
     }
+}
+
+/// Flags every container that sets `resource` (`cpu`, `memory`) under none of `sections` of its
+/// `resources` (e.g. `["requests", "limits"]`: Kubernetes copies a limit into a missing request).
+/// The finding points at `resources.<first section>`, or its deepest parent that exists.
+/// Ephemeral (debug) containers are skipped: they cannot declare resources.
+pub fn flag_unset_resource(
+    object: &Object<'_>,
+    hits: &mut Hits,
+    sections: &[&str],
+    resource: &str,
+) {
+    each_container(object, |_, container| {
+        if container.kind == ContainerKind::Ephemeral {
+            return;
+        }
+        let set = sections.iter().any(|section| {
+            container
+                .node
+                .path(&["resources", section, resource])
+                .is_some_and(|value| !value.is_null())
+        });
+        if !set {
+            hits.container(container, container.deepest(&["resources", sections[0]]));
+        }
+    });
 }
 
 /// A capability name as the runtime sees it: upper case, without the `CAP_` prefix.
