@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod diag;
 pub mod duration;
 pub mod expr;
+pub mod glob;
 pub mod load;
 pub mod model;
 pub mod plan;
@@ -16,5 +17,5 @@ pub mod validate;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
-pub use model::{Job, Pipeline, Step};
+pub use model::{Concurrency, GitContext, Job, Pipeline, Step, Triggers};
 pub use source::{SourceMap, Span};

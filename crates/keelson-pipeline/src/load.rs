@@ -9,9 +9,11 @@ use crate::builtin;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::parse_duration;
 use crate::expr::{self, Template};
+use crate::glob::Glob;
 use crate::model::{
-    Action, ArtifactSpec, BuildSpec, CacheSpec, Condition, ContainerOptions, EnvMap, Job, Matrix,
-    Pipeline, Retry, Service, ServiceHealth, Spanned, Step, Text, UsesSpec,
+    Action, ArtifactSpec, BranchFilter, BuildSpec, CacheSpec, Concurrency, Condition,
+    ContainerOptions, EnvMap, Job, MAX_LABEL_LEN, Matrix, Pipeline, PushTrigger, Retry, Service,
+    ServiceHealth, Spanned, Step, Text, Triggers, UsesSpec, is_valid_label,
 };
 use crate::source::{SourceMap, Span};
 use crate::validate;
@@ -32,7 +34,16 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
 }
 
-const PIPELINE_KEYS: &[&str] = &["name", "env", "include", "jobs", "secrets-file", "shell"];
+const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "on",
+    "concurrency",
+    "env",
+    "include",
+    "jobs",
+    "secrets-file",
+    "shell",
+];
 const JOB_KEYS: &[&str] = &[
     "name",
     "needs",
@@ -52,6 +63,7 @@ const JOB_KEYS: &[&str] = &[
     "image",
     "container",
     "services",
+    "runs-on",
 ];
 const STEP_KEYS: &[&str] = &[
     "id",
@@ -70,6 +82,8 @@ const STEP_KEYS: &[&str] = &[
     "with",
 ];
 const MATRIX_KEYS: &[&str] = &["include", "exclude", "max-parallel", "fail-fast"];
+const PUSH_KEYS: &[&str] = &["branches", "branches-ignore", "tags"];
+const CONCURRENCY_KEYS: &[&str] = &["group", "cancel-in-progress"];
 const INCLUDE_DEPTH: usize = 8;
 
 /// Loads the root pipeline file `name` with text `text`, its includes, and validates the result.
@@ -147,6 +161,26 @@ impl Loading {
                 self.error(
                     node.span,
                     "`name` belongs in the root pipeline file, not an included one",
+                );
+            }
+        }
+        if let Some((key, node)) = map.take_entry("on") {
+            if is_root {
+                pipeline.on = self.triggers(node);
+            } else {
+                self.error(
+                    key.span,
+                    "`on` belongs in the root pipeline file, not an included one",
+                );
+            }
+        }
+        if let Some((key, node)) = map.take_entry("concurrency") {
+            if is_root {
+                pipeline.concurrency = self.concurrency(node);
+            } else {
+                self.error(
+                    key.span,
+                    "`concurrency` belongs in the root pipeline file, not an included one",
                 );
             }
         }
@@ -311,6 +345,10 @@ impl Loading {
             .take("services")
             .map(|n| self.services(n))
             .unwrap_or_default();
+        let runs_on = map
+            .take("runs-on")
+            .map(|n| self.runs_on(n))
+            .unwrap_or_default();
         self.finish(map, JOB_KEYS, "job");
         let steps = match steps_node {
             Some(node) => self.steps(node),
@@ -343,6 +381,308 @@ impl Loading {
             image,
             container,
             services,
+            runs_on,
+        })
+    }
+
+    /// `runs-on:` — one label or a list; invalid labels are errors, repeats warnings.
+    fn runs_on(&mut self, node: &Node) -> Vec<Spanned<String>> {
+        if let NodeKind::Map(_) = node.kind {
+            self.expected(node, "a label or a list of labels");
+            return Vec::new();
+        }
+        let mut labels: Vec<Spanned<String>> = Vec::new();
+        for label in self.string_list(node) {
+            if is_valid_label(&label.value) {
+                if labels.iter().any(|l| l.value == label.value) {
+                    self.diagnostics.push(Diagnostic::warning(
+                        label.span,
+                        format!("label `{}` is listed twice in `runs-on`", label.value),
+                    ));
+                } else {
+                    labels.push(label);
+                }
+                continue;
+            }
+            let length = label.value.chars().count();
+            let (message, hint) = if length > MAX_LABEL_LEN {
+                (
+                    format!(
+                        "label `{}` is longer than {MAX_LABEL_LEN} characters",
+                        label.value
+                    ),
+                    format!("agent labels are at most {MAX_LABEL_LEN} characters ({length} here)"),
+                )
+            } else if label.value.contains("${{") {
+                (
+                    format!("`{}` is not a valid agent label", label.value),
+                    "`runs-on` labels are literal; expressions are not expanded there".to_owned(),
+                )
+            } else if is_valid_label(&label.value.to_ascii_lowercase()) {
+                (
+                    format!("`{}` is not a valid agent label", label.value),
+                    format!(
+                        "labels are lowercase: write `{}`",
+                        label.value.to_ascii_lowercase()
+                    ),
+                )
+            } else {
+                (
+                    format!("`{}` is not a valid agent label", label.value),
+                    "labels are lowercase letters, digits, `_`, `.` and `-`, starting with a \
+                     letter or digit (e.g. `docker`, `linux`, `gpu`)"
+                        .to_owned(),
+                )
+            };
+            self.diagnostics
+                .push(Diagnostic::error(label.span, message).with_hint(hint));
+        }
+        labels
+    }
+
+    /// `on:` — `push`, a list of event names, or a mapping of event names to filters.
+    fn triggers(&mut self, node: &Node) -> Option<Triggers> {
+        let mut push: Option<PushTrigger> = None;
+        match &node.kind {
+            NodeKind::Scalar { value, .. } if !node.is_null() => {
+                if self.event_name(value, node.span) {
+                    push = Some(every_branch(node.span));
+                }
+            }
+            NodeKind::Seq(items) => {
+                for item in items {
+                    let Some(name) = item.as_scalar().filter(|_| !item.is_null()) else {
+                        self.expected(item, "an event name (`push`)");
+                        continue;
+                    };
+                    if !self.event_name(name, item.span) {
+                        continue;
+                    }
+                    if push.is_some() {
+                        self.diagnostics.push(Diagnostic::warning(
+                            item.span,
+                            format!("`{name}` is listed twice in `on`"),
+                        ));
+                    } else {
+                        push = Some(every_branch(item.span));
+                    }
+                }
+            }
+            NodeKind::Map(_) => {
+                let map = self.mapping(node, "events")?;
+                for (key, value, _) in map.entries {
+                    let name = key.as_scalar().unwrap_or_default();
+                    if self.event_name(name, key.span) {
+                        push = self.push_trigger(value);
+                    }
+                }
+            }
+            NodeKind::Scalar { .. } => {
+                self.expected(
+                    node,
+                    "`push`, a list of events or a mapping of events to filters",
+                );
+                return None;
+            }
+        }
+        Some(Triggers {
+            push,
+            span: node.span,
+        })
+    }
+
+    /// Whether `name` is an event of `on:` (only `push`); reports any other name.
+    fn event_name(&mut self, name: &str, span: Span) -> bool {
+        match name {
+            "push" => true,
+            "schedule" => {
+                self.diagnostics.push(
+                    Diagnostic::error(span, "`on.schedule` is not a pipeline setting").with_hint(
+                        "cron schedules are triggers kept by the Keelson server: add a `cron` \
+                             trigger to the project through the server's triggers API \
+                             (`/api/v1/projects/PROJECT/triggers`)",
+                    ),
+                );
+                false
+            }
+            _ => {
+                let hint = did_you_mean(name, ["push"]).unwrap_or_else(|| {
+                    "the pipeline file filters `push` only; schedules, polling and manual runs \
+                     are triggers of the Keelson server"
+                        .to_owned()
+                });
+                self.diagnostics.push(
+                    Diagnostic::error(span, format!("unknown event `{name}` in `on`"))
+                        .with_hint(hint),
+                );
+                false
+            }
+        }
+    }
+
+    /// `on.push:` — null (every branch) or a mapping of `branches`, `branches-ignore`, `tags`.
+    fn push_trigger(&mut self, node: &Node) -> Option<PushTrigger> {
+        if node.is_null() {
+            return Some(every_branch(node.span));
+        }
+        let mut map = self.mapping(node, "push filters (`branches`, `branches-ignore`, `tags`)")?;
+        let branches = map.take_entry("branches");
+        let ignore = map.take_entry("branches-ignore");
+        let tags = map.take_entry("tags");
+        self.finish(map, PUSH_KEYS, "push trigger");
+        let only = branches.map(|(_, n)| self.ref_patterns(n, "branches"));
+        let except = ignore.map(|(_, n)| self.ref_patterns(n, "branches-ignore"));
+        let tags = tags.map(|(_, n)| self.ref_patterns(n, "tags"));
+        let branches = match (only, except) {
+            (Some(_), Some(_)) => {
+                let at = ignore.map_or(node.span, |(key, _)| key.span);
+                self.diagnostics.push(
+                    Diagnostic::error(at, "`branches` and `branches-ignore` cannot both be given")
+                        .with_hint(
+                            "keep one: `branches` lists the branches that start a run, \
+                             `branches-ignore` the ones that do not",
+                        ),
+                );
+                return None;
+            }
+            (Some(only), None) => BranchFilter::Only(only),
+            (None, Some(except)) => BranchFilter::AllExcept(except),
+            (None, None) if tags.is_some() => BranchFilter::NoBranches,
+            (None, None) => BranchFilter::AllBranches,
+        };
+        Some(PushTrigger {
+            branches,
+            tags: tags.unwrap_or_default(),
+            span: node.span,
+        })
+    }
+
+    /// A pattern or a list of patterns under `key` (`branches`, `branches-ignore`, `tags`).
+    fn ref_patterns(&mut self, node: &Node, key: &str) -> Vec<Spanned<Glob>> {
+        let items: Vec<&Node> = match &node.kind {
+            NodeKind::Seq(items) if items.is_empty() => {
+                self.diagnostics.push(
+                    Diagnostic::error(node.span, format!("`{key}` is empty"))
+                        .with_hint(format!("list at least one pattern, or leave `{key}` out")),
+                );
+                return Vec::new();
+            }
+            NodeKind::Seq(items) => items.iter().collect(),
+            NodeKind::Scalar { .. } if !node.is_null() => vec![node],
+            _ => {
+                self.expected(node, "a pattern or a list of patterns");
+                return Vec::new();
+            }
+        };
+        let (kind, prefix) = if key == "tags" {
+            ("tag", "refs/tags/")
+        } else {
+            ("branch", "refs/heads/")
+        };
+        let mut patterns = Vec::new();
+        for item in items {
+            let NodeKind::Scalar {
+                value,
+                style,
+                exact,
+            } = &item.kind
+            else {
+                self.expected(item, "a pattern (a string)");
+                continue;
+            };
+            if item.is_null() {
+                self.expected(item, "a pattern (a string)");
+                continue;
+            }
+            let quote = u32::from(*style == Style::Quoted);
+            let locate = |offset: usize, len: usize| {
+                if *exact {
+                    item.span.shifted(quote + offset as u32, len as u32)
+                } else {
+                    item.span
+                }
+            };
+            if value.starts_with("refs/") {
+                let short = value.strip_prefix(prefix).unwrap_or(value);
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        locate(0, char_len(value)),
+                        format!("`{key}` patterns match the {kind} name, not the full ref"),
+                    )
+                    .with_hint(format!("write `{short}` instead of `{value}`")),
+                );
+                continue;
+            }
+            if value.starts_with('!') {
+                let hint = if key == "tags" {
+                    "list only the tags that should start a run"
+                } else {
+                    "list the branches to skip under `branches-ignore` instead"
+                };
+                self.diagnostics.push(
+                    Diagnostic::error(locate(0, 1), "`!` negation is not supported in patterns")
+                        .with_hint(hint),
+                );
+                continue;
+            }
+            match Glob::parse(value) {
+                Ok(glob) => patterns.push(Spanned::new(glob, locate(0, char_len(value)))),
+                Err(error) => {
+                    let mut diagnostic = Diagnostic::error(
+                        locate(error.offset, error.len),
+                        format!("invalid {kind} pattern: {}", error.message),
+                    );
+                    if let Some(hint) = error.hint {
+                        diagnostic = diagnostic.with_hint(hint);
+                    }
+                    self.diagnostics.push(diagnostic);
+                }
+            }
+        }
+        patterns
+    }
+
+    /// `concurrency:` — a group text, or `{group, cancel-in-progress}`.
+    fn concurrency(&mut self, node: &Node) -> Option<Concurrency> {
+        let (group_node, cancel_in_progress) = match &node.kind {
+            NodeKind::Scalar { .. } if !node.is_null() => (node, false),
+            NodeKind::Map(_) => {
+                let mut map = self.mapping(node, "concurrency settings")?;
+                let group = map.take("group");
+                let cancel = map
+                    .take("cancel-in-progress")
+                    .and_then(|n| self.boolean(n))
+                    .unwrap_or(false);
+                self.finish(map, CONCURRENCY_KEYS, "concurrency setting");
+                let Some(group) = group else {
+                    self.diagnostics.push(
+                        Diagnostic::error(node.span, "`concurrency` needs a `group`")
+                            .with_hint("e.g. `group: deploy-${{ git.branch }}`"),
+                    );
+                    return None;
+                };
+                (group, cancel)
+            }
+            _ => {
+                self.expected(
+                    node,
+                    "a group name or a mapping with `group` and `cancel-in-progress`",
+                );
+                return None;
+            }
+        };
+        let group = self.text(group_node)?;
+        if group.raw.trim().is_empty() {
+            self.diagnostics.push(
+                Diagnostic::error(group_node.span, "the concurrency group is empty")
+                    .with_hint("name the group, e.g. `deploy` or `ci-${{ git.branch }}`"),
+            );
+            return None;
+        }
+        Some(Concurrency {
+            group,
+            cancel_in_progress,
+            span: node.span,
         })
     }
 
@@ -1288,12 +1628,26 @@ impl Loading {
 
 impl<'n> MapReader<'n> {
     fn take(&mut self, key: &str) -> Option<&'n Node> {
+        self.take_entry(key).map(|(_, value)| value)
+    }
+
+    /// Like [`MapReader::take`], with the key's node (for errors about the key itself).
+    fn take_entry(&mut self, key: &str) -> Option<(&'n Node, &'n Node)> {
         let entry = self
             .entries
             .iter_mut()
             .find(|(k, _, _)| k.as_scalar() == Some(key))?;
         entry.2 = true;
-        Some(entry.1)
+        Some((entry.0, entry.1))
+    }
+}
+
+/// The push trigger of `on: push`: every branch, no tag.
+fn every_branch(span: Span) -> PushTrigger {
+    PushTrigger {
+        branches: BranchFilter::AllBranches,
+        tags: Vec::new(),
+        span,
     }
 }
 

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use crate::expr::{Expr, Template};
+use serde_json::{Map, Value};
+
+use crate::expr::{EvalError, Expr, Scope, Status, Template};
+use crate::glob::Glob;
 use crate::source::Span;
 
 /// A value and where it was written.
@@ -67,7 +70,222 @@ pub struct Pipeline {
     pub secrets_file: Option<Spanned<String>>,
     /// Default shell for `run` steps.
     pub shell: Option<Spanned<String>>,
+    /// `on:`: which pushes start a run on the server (`None`: every branch push, no tag push).
+    pub on: Option<Triggers>,
+    /// `concurrency:`: runs in the same group wait for (or cancel) each other on the server.
+    pub concurrency: Option<Concurrency>,
     pub jobs: IndexMap<String, Job>,
+}
+
+impl Pipeline {
+    /// Whether a push of `git_ref` (`refs/heads/main`, `refs/tags/v1`) should start a run.
+    /// Without `on:` every branch push does and no tag push does; any other ref never does.
+    pub fn push_matches(&self, git_ref: &str) -> bool {
+        match &self.on {
+            Some(triggers) => triggers.push_matches(git_ref),
+            None => matches!(PushedRef::parse(git_ref), Some(PushedRef::Branch(_))),
+        }
+    }
+
+    /// The sorted, de-duplicated union of every job's [`Job::required_labels`]: what an agent
+    /// must offer to run any job of this pipeline.
+    pub fn required_labels(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.jobs.values().flat_map(Job::required_labels).collect();
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+}
+
+/// The agent label that jobs needing the Docker Engine require (see [`Job::needs_docker`]).
+pub const DOCKER_LABEL: &str = "docker";
+
+/// Longest agent label accepted in `runs-on`.
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Whether `label` is a valid agent label: `[a-z0-9][a-z0-9_.-]*`, at most 63 characters.
+pub fn is_valid_label(label: &str) -> bool {
+    label.len() <= MAX_LABEL_LEN
+        && label
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && label.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+/// A pushed ref, split into its kind and short name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushedRef<'a> {
+    /// `refs/heads/NAME`.
+    Branch(&'a str),
+    /// `refs/tags/NAME`.
+    Tag(&'a str),
+}
+
+impl<'a> PushedRef<'a> {
+    /// Splits a full ref name; `None` for other refs (`refs/pull/…`, `HEAD`, a bare name) and for
+    /// an empty short name.
+    pub fn parse(git_ref: &'a str) -> Option<PushedRef<'a>> {
+        if let Some(name) = git_ref.strip_prefix("refs/heads/") {
+            return (!name.is_empty()).then_some(PushedRef::Branch(name));
+        }
+        if let Some(name) = git_ref.strip_prefix("refs/tags/") {
+            return (!name.is_empty()).then_some(PushedRef::Tag(name));
+        }
+        None
+    }
+}
+
+/// `on:` of a pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Triggers {
+    /// `None` when `on:` names no push (`on: []`): pushes never start a run.
+    pub push: Option<PushTrigger>,
+    pub span: Span,
+}
+
+impl Triggers {
+    /// Whether a push of `git_ref` starts a run (see [`PushTrigger::matches`]).
+    pub fn push_matches(&self, git_ref: &str) -> bool {
+        self.push.as_ref().is_some_and(|push| push.matches(git_ref))
+    }
+}
+
+/// `on.push`: the branch and tag filters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushTrigger {
+    pub branches: BranchFilter,
+    /// Tag pushes start a run only when a pattern here matches the tag name.
+    pub tags: Vec<Spanned<Glob>>,
+    pub span: Span,
+}
+
+impl PushTrigger {
+    /// Whether a push of `git_ref` starts a run: branches by [`BranchFilter`], tags when one of
+    /// `tags` matches the tag name. Patterns match the short name (`main`, `v1.2`).
+    pub fn matches(&self, git_ref: &str) -> bool {
+        match PushedRef::parse(git_ref) {
+            Some(PushedRef::Branch(name)) => self.branches.matches(name),
+            Some(PushedRef::Tag(name)) => self.tags.iter().any(|g| g.value.matches(name)),
+            None => false,
+        }
+    }
+}
+
+/// Which branch pushes start a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BranchFilter {
+    /// Every branch (`on: push`, or `push:` without `branches`, `branches-ignore` and `tags`).
+    AllBranches,
+    /// No branch (`push:` with only `tags`, as in GitHub Actions).
+    NoBranches,
+    /// `branches:` — branches matching one of the patterns.
+    Only(Vec<Spanned<Glob>>),
+    /// `branches-ignore:` — branches matching none of the patterns.
+    AllExcept(Vec<Spanned<Glob>>),
+}
+
+impl BranchFilter {
+    /// Whether a push to branch `name` (without `refs/heads/`) starts a run.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            BranchFilter::AllBranches => true,
+            BranchFilter::NoBranches => false,
+            BranchFilter::Only(globs) => globs.iter().any(|g| g.value.matches(name)),
+            BranchFilter::AllExcept(globs) => !globs.iter().any(|g| g.value.matches(name)),
+        }
+    }
+}
+
+/// `concurrency:` of a pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Concurrency {
+    /// The group name; may read the `git` context ([`GitContext`]'s fields).
+    pub group: Text,
+    /// A new run of the group cancels the one in progress (otherwise it waits for it).
+    pub cancel_in_progress: bool,
+    pub span: Span,
+}
+
+/// Fields of the `git` context a concurrency group may read.
+pub const GROUP_GIT_FIELDS: &[&str] = &["ref", "branch", "tag", "sha", "event", "repository"];
+
+impl Concurrency {
+    /// Renders the group for a run. Errors when an expression fails (e.g. `fromJSON` of bad
+    /// JSON, `hashFiles()`, which cannot read files here) or the result is empty or blank.
+    /// Error offsets are character offsets into `group.raw`.
+    pub fn render_group(&self, git: &GitContext) -> Result<String, EvalError> {
+        let mut contexts = Map::new();
+        contexts.insert("git".to_owned(), git.to_json());
+        let scope = Scope {
+            contexts: &contexts,
+            status: Status::default(),
+            files: None,
+        };
+        let group = self.group.template.render(&scope)?;
+        if group.trim().is_empty() {
+            return Err(EvalError {
+                offset: 0,
+                len: self.group.raw.chars().count().max(1),
+                message: format!(
+                    "the concurrency group `{}` is empty for this run",
+                    self.group.raw
+                ),
+            });
+        }
+        Ok(group)
+    }
+}
+
+/// The `git` context a [`Concurrency`] group is rendered with, as the server knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitContext {
+    /// The full ref, e.g. `refs/heads/main` (`git.ref`).
+    pub git_ref: String,
+    /// The branch name, or empty for a tag (`git.branch`).
+    pub branch: String,
+    /// The tag name, or empty for a branch (`git.tag`).
+    pub tag: String,
+    /// The commit (`git.sha`).
+    pub sha: String,
+    /// What started the run: `push`, `schedule`, `manual`, … (`git.event`).
+    pub event: String,
+    /// The repository's URL or path, without credentials (`git.repository`).
+    pub repository: String,
+}
+
+impl GitContext {
+    /// The context for `git_ref` at `sha`, with `branch`/`tag` derived from the ref
+    /// (both empty for other refs) and `repository` left empty.
+    pub fn for_ref(git_ref: &str, sha: &str, event: &str) -> GitContext {
+        let (branch, tag) = match PushedRef::parse(git_ref) {
+            Some(PushedRef::Branch(name)) => (name, ""),
+            Some(PushedRef::Tag(name)) => ("", name),
+            None => ("", ""),
+        };
+        GitContext {
+            git_ref: git_ref.to_owned(),
+            branch: branch.to_owned(),
+            tag: tag.to_owned(),
+            sha: sha.to_owned(),
+            event: event.to_owned(),
+            repository: String::new(),
+        }
+    }
+
+    /// As the `git` context object of expressions.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "ref": self.git_ref,
+            "branch": self.branch,
+            "tag": self.tag,
+            "sha": self.sha,
+            "event": self.event,
+            "repository": self.repository,
+        })
+    }
 }
 
 /// One job as written (before matrix expansion).
@@ -101,6 +319,32 @@ pub struct Job {
     pub container: ContainerOptions,
     /// Sidecar containers, by name (reachable by that name from a container job).
     pub services: IndexMap<String, Service>,
+    /// `runs-on:`: labels an agent must have to run this job (valid, in file order).
+    pub runs_on: Vec<Spanned<String>>,
+}
+
+impl Job {
+    /// Whether the job needs the Docker Engine: it has an `image:`, services, or a `build:` step.
+    pub fn needs_docker(&self) -> bool {
+        self.image.is_some()
+            || !self.services.is_empty()
+            || self
+                .steps
+                .iter()
+                .any(|step| matches!(step.action, Action::Build(_)))
+    }
+
+    /// The labels an agent must have to run this job: its `runs-on` labels, plus
+    /// [`DOCKER_LABEL`] when it [needs Docker](Job::needs_docker); sorted, without repeats.
+    pub fn required_labels(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.runs_on.iter().map(|l| l.value.clone()).collect();
+        if self.needs_docker() {
+            labels.push(DOCKER_LABEL.to_owned());
+        }
+        labels.sort();
+        labels.dedup();
+        labels
+    }
 }
 
 /// `container:` of a job: confinement of its container. Defaults are the hardened ones.

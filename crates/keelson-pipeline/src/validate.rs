@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::expr::{self, Expr, Part};
-use crate::model::{Condition, Job, Pipeline, Text};
+use crate::model::{Concurrency, Condition, GROUP_GIT_FIELDS, Job, Pipeline, Text};
 use crate::source::Span;
 
 /// Runs every whole-pipeline check, adding to `diagnostics`.
@@ -27,6 +27,75 @@ pub fn validate(pipeline: &Pipeline, diagnostics: &mut Diagnostics) {
     }
     for job in pipeline.jobs.values() {
         check_job_expressions(job, diagnostics);
+    }
+    if let Some(concurrency) = &pipeline.concurrency {
+        check_concurrency_group(concurrency, diagnostics);
+    }
+}
+
+/// The concurrency group is rendered by the server before any job runs: it may read only the
+/// fields of the `git` context the server knows ([`GROUP_GIT_FIELDS`]), no status function and
+/// no `hashFiles()`.
+fn check_concurrency_group(concurrency: &Concurrency, diagnostics: &mut Diagnostics) {
+    let place = Place {
+        allowed: &["git"],
+        where_: "the concurrency group",
+        job: None,
+        earlier_steps: Vec::new(),
+        step_secrets: &[],
+    };
+    let text = &concurrency.group;
+    check_text(text, &place, diagnostics);
+    for part in &text.template.parts {
+        let Part::Expr { expr, offset, len } = part else {
+            continue;
+        };
+        if expr.uses_status_function() {
+            diagnostics.push(
+                Diagnostic::error(
+                    trimmed_sub_span(text, *offset, *len),
+                    "status functions have no meaning in the concurrency group",
+                )
+                .with_hint("the group is decided before any job runs; read `git.*` only"),
+            );
+        }
+        if expr.reads_files() {
+            diagnostics.push(
+                Diagnostic::error(
+                    trimmed_sub_span(text, *offset, *len),
+                    "`hashFiles()` cannot be used in the concurrency group",
+                )
+                .with_hint(
+                    "the group is decided before the repository is checked out; read `git.*` only",
+                ),
+            );
+        }
+        for (path, at, path_len) in expr.context_paths() {
+            let (Some(root), Some(field)) = (path.first(), path.get(1)) else {
+                continue;
+            };
+            if root != "git"
+                || GROUP_GIT_FIELDS
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(field))
+            {
+                continue;
+            }
+            let hint = did_you_mean(field, GROUP_GIT_FIELDS.iter().copied()).unwrap_or_else(|| {
+                let fields: Vec<String> = GROUP_GIT_FIELDS
+                    .iter()
+                    .map(|f| format!("git.{f}"))
+                    .collect();
+                format!("the group may read {}", fields.join(", "))
+            });
+            diagnostics.push(
+                Diagnostic::error(
+                    text.sub_span(offset + at, path_len),
+                    format!("`git.{field}` is not known in the concurrency group"),
+                )
+                .with_hint(hint),
+            );
+        }
     }
 }
 
@@ -221,6 +290,18 @@ fn check_job_expressions(job: &Job, diagnostics: &mut Diagnostics) {
     for text in job.outputs.values() {
         check_text(text, &outputs_place, diagnostics);
     }
+}
+
+/// The span of the expression at `offset..offset + len` of `text`, without surrounding blanks.
+fn trimmed_sub_span(text: &Text, offset: usize, len: usize) -> Span {
+    let inner: Vec<char> = text.raw.chars().skip(offset).take(len).collect();
+    let leading = inner.iter().take_while(|c| c.is_whitespace()).count();
+    let trailing = inner[leading..]
+        .iter()
+        .rev()
+        .take_while(|c| c.is_whitespace())
+        .count();
+    text.sub_span(offset + leading, len - leading - trailing)
 }
 
 fn check_text(text: &Text, place: &Place<'_>, diagnostics: &mut Diagnostics) {

@@ -14,6 +14,19 @@ pub enum StoreError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The database server could not be reached or refused the connection (network,
+    /// authentication, TLS). The location is shown with its password replaced by `***`.
+    #[error(
+        "cannot connect to {location}: {source} (check the host, the credentials, and for TLS the \
+         `sslmode` and `sslrootcert` parameters)"
+    )]
+    Connect {
+        /// The location, password redacted.
+        location: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A value with this unique key already exists.
     #[error("{entity} `{key}` already exists")]
     Conflict {
@@ -55,14 +68,27 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    /// The agent does not (or no longer) hold the lease on this job: it was leased by another
-    /// agent, expired, was reaped, or the job finished.
-    #[error("agent `{agent_id}` does not hold the lease on job {job_id}")]
-    LeaseNotHeld {
+    /// The caller does not (or no longer) hold the lease on this job at this attempt: another
+    /// agent or a newer attempt has it, it expired, was reaped, or the job finished. A late
+    /// agent gets this for heartbeats, completions and log appends alike, so it can never write
+    /// into a newer attempt.
+    #[error(
+        "the lease on job {job_id} (attempt {attempt}) is lost: the job was re-leased, reaped, \
+         expired or finished"
+    )]
+    LeaseLost {
         /// The job.
         job_id: JobId,
-        /// The agent that asked.
-        agent_id: String,
+        /// The attempt the caller claimed.
+        attempt: i64,
+    },
+    /// The log of a job attempt that is still running cannot be archived yet.
+    #[error("the log of job {job_id} attempt {attempt} is still being written")]
+    LogStillOpen {
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: i64,
     },
     /// A log batch starts after the next expected sequence number: lines in between are missing.
     #[error(
@@ -80,6 +106,9 @@ pub enum StoreError {
     /// A stored value could not be understood (e.g. an unknown status string).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// Reading or writing an archived log in the blob store failed.
+    #[error("log archive: {0}")]
+    Blob(#[from] crate::blob::BlobError),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -92,6 +121,27 @@ impl StoreError {
             key: key.to_string(),
         }
     }
+}
+
+/// Maps a foreign-key violation to [`StoreError::NotFound`] of `entity` (what the row refers
+/// to), anything else as [`conflict_or_database`] does.
+pub(crate) fn missing_or_conflict(
+    error: sqlx::Error,
+    missing_entity: &'static str,
+    missing_key: &str,
+    conflict_entity: &'static str,
+    conflict_key: &str,
+) -> StoreError {
+    let is_foreign_key = error
+        .as_database_error()
+        .is_some_and(|database_error| database_error.is_foreign_key_violation());
+    if is_foreign_key {
+        return StoreError::NotFound {
+            entity: missing_entity,
+            key: missing_key.to_owned(),
+        };
+    }
+    conflict_or_database(error, conflict_entity, conflict_key)
 }
 
 /// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else to

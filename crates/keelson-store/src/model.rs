@@ -35,6 +35,26 @@ id_type!(
     /// The database id of a job.
     JobId
 );
+id_type!(
+    /// The database id of a user.
+    UserId
+);
+id_type!(
+    /// The database id of an API token.
+    ApiTokenId
+);
+id_type!(
+    /// The database id of an agent registration token.
+    AgentTokenId
+);
+id_type!(
+    /// The database id of a registered agent.
+    AgentId
+);
+id_type!(
+    /// The database id of a trigger.
+    TriggerId
+);
 
 /// The life-cycle state of a run or a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +69,8 @@ pub enum Status {
     Failed,
     /// Stopped on request.
     Cancelled,
+    /// Not run because a condition or a failed dependency ruled it out (pipeline jobs).
+    Skipped,
 }
 
 impl Status {
@@ -60,13 +82,27 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
         }
     }
 
     /// Whether this status is final.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Cancelled | Status::Skipped
+        )
     }
+
+    /// Every status, in life-cycle order (the order [`crate::Store::job_counts`] reports).
+    pub const ALL: [Status; 6] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Skipped,
+    ];
 
     pub(crate) fn parse(stored: &str) -> Result<Status, StoreError> {
         Ok(match stored {
@@ -75,6 +111,7 @@ impl Status {
             "succeeded" => Status::Succeeded,
             "failed" => Status::Failed,
             "cancelled" => Status::Cancelled,
+            "skipped" => Status::Skipped,
             other => return Err(StoreError::Corrupt(format!("unknown status `{other}`"))),
         })
     }
@@ -119,8 +156,41 @@ pub struct NewRun {
     pub git_ref: Option<String>,
     /// The exact commit, if known.
     pub commit_sha: Option<String>,
-    /// Its jobs, all created `queued`.
+    /// Its jobs (the units agents lease), all created `queued`.
     pub jobs: Vec<NewJob>,
+    /// Variables handed to the pipeline, in order; names are unique.
+    pub vars: Vec<(String, String)>,
+    /// Runs of one project sharing a group run one at a time, oldest first; `None` for no limit.
+    pub concurrency_group: Option<String>,
+    /// The pipeline's jobs (lint, test, build, …) tracked for the run's graph view, all created
+    /// `queued`.
+    pub pipeline_jobs: Vec<NewPipelineJob>,
+}
+
+/// A pipeline job to track with a new run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPipelineJob {
+    /// Its name in the pipeline, unique within the run.
+    pub name: String,
+    /// The names of the pipeline jobs it waits for; each must be in the same run.
+    pub needs: Vec<String>,
+}
+
+/// A pipeline job of a run, as shown in the run's graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineJob {
+    /// Its name in the pipeline.
+    pub name: String,
+    /// The pipeline jobs it waits for.
+    pub needs: Vec<String>,
+    /// Current status.
+    pub status: Status,
+    /// Why it has this status, if a reason was given.
+    pub status_reason: Option<String>,
+    /// When it last went `running`.
+    pub started_at: Option<UnixMillis>,
+    /// When it reached a terminal status.
+    pub finished_at: Option<UnixMillis>,
 }
 
 /// A pipeline run of a project.
@@ -138,6 +208,10 @@ pub struct Run {
     pub git_ref: Option<String>,
     /// The commit, if known.
     pub commit_sha: Option<String>,
+    /// Variables handed to the pipeline, in order.
+    pub vars: Vec<(String, String)>,
+    /// Its concurrency group, if any.
+    pub concurrency_group: Option<String>,
     /// Current status.
     pub status: Status,
     /// Why it has this status, if a reason was given.
@@ -246,19 +320,144 @@ impl LogStream {
 /// One log line sent by an agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
+    /// The pipeline job that wrote it, if any (system lines may belong to none).
+    pub job: Option<String>,
     /// Its stream.
     pub stream: LogStream,
     /// Its text, without the trailing newline. NUL characters are stored as U+FFFD.
     pub text: String,
 }
 
-/// One stored log line with its sequence number.
+/// One stored log line with its attempt and sequence number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredLogLine {
-    /// 1-based position in the job's log.
+    /// The lease attempt that wrote it (1-based).
+    pub attempt: i64,
+    /// 1-based position in that attempt's log.
     pub seq: i64,
+    /// The pipeline job that wrote it, if any.
+    pub job: Option<String>,
     /// Its stream.
     pub stream: LogStream,
     /// Its text.
     pub text: String,
+}
+
+/// The roles a user can hold in a project, least privileged first.
+pub const PROJECT_ROLES: [&str; 4] = ["viewer", "developer", "maintainer", "admin"];
+
+/// A user account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Database id.
+    pub id: UserId,
+    /// Unique login name.
+    pub name: String,
+    /// The password hash computed by the caller (e.g. an Argon2 PHC string); `None` for users
+    /// who cannot log in with a password.
+    pub password_hash: Option<String>,
+    /// Whether the user administers the whole server.
+    pub server_admin: bool,
+    /// When it was created.
+    pub created_at: UnixMillis,
+}
+
+/// An API token to create. The store keeps only its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewApiToken {
+    /// The owner.
+    pub user_id: UserId,
+    /// A label chosen by the owner.
+    pub name: String,
+    /// The token's hash, computed by the caller; unique.
+    pub token_hash: String,
+    /// Restricts the token to one project, if set.
+    pub project_id: Option<ProjectId>,
+    /// Caps the role the token acts with (one of [`PROJECT_ROLES`]), if set.
+    pub max_role: Option<String>,
+    /// When it stops being valid; `None` for never.
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// A stored API token (without its hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Database id.
+    pub id: ApiTokenId,
+    /// The owner.
+    pub user_id: UserId,
+    /// A label chosen by the owner.
+    pub name: String,
+    /// The one project it is restricted to, if any.
+    pub project_id: Option<ProjectId>,
+    /// The highest role it acts with, if capped.
+    pub max_role: Option<String>,
+    /// When it was created.
+    pub created_at: UnixMillis,
+    /// When it stops being valid; `None` for never.
+    pub expires_at: Option<UnixMillis>,
+    /// When it was last used, if ever.
+    pub last_used_at: Option<UnixMillis>,
+}
+
+/// A token agents present to register (without its hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentToken {
+    /// Database id.
+    pub id: AgentTokenId,
+    /// A label chosen by the administrator.
+    pub name: String,
+    /// When it was created.
+    pub created_at: UnixMillis,
+    /// Whether it was revoked (revoked tokens are kept so their use can be reported).
+    pub revoked: bool,
+}
+
+/// A browser session (the store keeps only the session and CSRF token hashes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Who is logged in.
+    pub user_id: UserId,
+    /// The hash of the session's CSRF token.
+    pub csrf_hash: String,
+    /// When it was created.
+    pub created_at: UnixMillis,
+    /// When it stops being valid.
+    pub expires_at: UnixMillis,
+}
+
+/// A registered agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    /// Database id.
+    pub id: AgentId,
+    /// Unique name.
+    pub name: String,
+    /// Its labels, sorted and without duplicates.
+    pub labels: Vec<String>,
+    /// The Keelson version it runs.
+    pub version: String,
+    /// When it first registered.
+    pub registered_at: UnixMillis,
+    /// When it was last heard from.
+    pub last_seen: UnixMillis,
+}
+
+/// A trigger that starts runs of a project (push webhook, cron schedule, …).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    /// Database id.
+    pub id: TriggerId,
+    /// The project it starts runs of.
+    pub project_id: ProjectId,
+    /// Its kind, e.g. `cron` or `webhook`.
+    pub kind: String,
+    /// Its configuration as JSON, interpreted by the caller.
+    pub config_json: String,
+    /// A secret sealed (encrypted) by the caller, if the trigger has one.
+    pub secret_sealed: Option<String>,
+    /// State the caller keeps between firings (e.g. the last cron tick), as JSON.
+    pub state_json: Option<String>,
+    /// When it was created.
+    pub created_at: UnixMillis,
 }

@@ -35,6 +35,161 @@ pub enum Command {
     /// Scan for leaked secrets, vulnerable dependencies and misconfigurations (all kinds when no
     /// kind is named); `scan db import` loads advisories, `scan sbom` writes an SBOM.
     Scan(ScanArgs),
+    /// Run the server: API, web UI, triggers, and an embedded agent.
+    Server(ServerArgs),
+    /// Run an agent that leases jobs from a server and runs them.
+    Agent(AgentArgs),
+    /// Manage projects on a server (KEELSON_SERVER, KEELSON_TOKEN).
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Start, watch and cancel runs on a server (KEELSON_SERVER, KEELSON_TOKEN).
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// Data directory (database, blobs, repository mirrors, key). Default: the data dir.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// PostgreSQL URL (`postgres://…`); default: SQLite in the data directory.
+    #[arg(
+        long,
+        env = "KEELSON_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Do not run the embedded agent (jobs then need `keelson agent` processes).
+    #[arg(long)]
+    pub no_agent: bool,
+    /// Labels of the embedded agent (default: `docker` when the Docker Engine answers).
+    #[arg(long, value_delimiter = ',', value_name = "LABELS")]
+    pub agent_labels: Option<Vec<String>>,
+    /// Seconds a lease lasts without a heartbeat.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub lease_ttl: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The server's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "KEELSON_SERVER", value_name = "URL")]
+    pub server: String,
+    /// An agent registration token.
+    #[arg(
+        long,
+        env = "KEELSON_AGENT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+    /// Labels this agent offers (jobs are routed by them), e.g. `docker,linux`.
+    #[arg(long, value_delimiter = ',', value_name = "LABELS")]
+    pub labels: Vec<String>,
+    /// A name unique among agents (default: host name and process id).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Work directory (repository mirrors, checkouts, caches). Default: <data dir>/agent.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Where the server is and who is calling.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The server's URL.
+    #[arg(long, env = "KEELSON_SERVER", value_name = "URL", global = true)]
+    pub server: Option<String>,
+    /// An API token.
+    #[arg(
+        long,
+        env = "KEELSON_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Add a project: a git repository (URL or path on the server's host).
+    Add {
+        /// Project name.
+        name: String,
+        /// Repository URL or path.
+        #[arg(long = "repo", value_name = "URL_OR_PATH")]
+        repo: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List the projects you can see.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Start a run of a project.
+    Run {
+        /// Project name.
+        project: String,
+        /// Branch, tag or commit (default: the repository's HEAD).
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// An input, like `keelson run --var` (repeatable).
+        #[arg(long = "input", value_name = "KEY=VALUE", value_parser = crate::cli::parse_var)]
+        inputs: Vec<(String, String)>,
+        /// Follow the run's log and exit with its result (0 success, 1 failed or cancelled).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a run's state and its jobs.
+    Status {
+        /// Run id.
+        run: i64,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print a run's log (or one job's).
+    Logs {
+        /// Run id.
+        run: i64,
+        /// Only this pipeline job.
+        job: Option<String>,
+        /// Keep printing new lines until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// Run id.
+        run: i64,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Debug, Args)]

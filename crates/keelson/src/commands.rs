@@ -50,6 +50,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Some(ScanCommand::Sbom(sbom)) => crate::scan::sbom_command(sbom),
             Some(ScanCommand::Rules) => crate::scan::rules_command(),
         },
+        Command::Server(args) => crate::serve::server_command(&args, &data_dir),
+        Command::Agent(args) => crate::serve::agent_command(&args, &data_dir),
+        Command::Project(command) => crate::remote::project_command(&command),
+        Command::Remote(command) => crate::remote::remote_command(&command),
     }
 }
 

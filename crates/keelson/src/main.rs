@@ -5,8 +5,10 @@
 mod cli;
 mod commands;
 mod init;
+mod remote;
 mod render;
 mod scan;
+mod serve;
 
 use std::process::ExitCode;
 

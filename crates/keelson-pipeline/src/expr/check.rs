@@ -103,6 +103,20 @@ pub(super) fn uses_status_function(node: &Node) -> bool {
     found
 }
 
+/// Whether `hashFiles()` is called anywhere.
+pub(super) fn reads_files(node: &Node) -> bool {
+    if let Kind::Call {
+        func: Some(Func::HashFiles),
+        ..
+    } = &node.kind
+    {
+        return true;
+    }
+    let mut found = false;
+    node.for_each_child(&mut |child| found = found || reads_files(child));
+    found
+}
+
 /// Static property paths, in source order.
 pub(super) fn context_paths(root: &Node) -> Vec<(Vec<String>, usize, usize)> {
     let mut paths = Vec::new();

@@ -113,6 +113,11 @@ impl Expr {
         check::uses_status_function(&self.root)
     }
 
+    /// Whether the expression calls `hashFiles()` anywhere (it needs files to evaluate).
+    pub fn reads_files(&self) -> bool {
+        check::reads_files(&self.root)
+    }
+
     /// Static property paths the expression reads, e.g. `needs.build.outputs.ver` →
     /// (["needs", "build", "outputs", "ver"], offset, len). Index with a string literal counts
     /// as a property (`needs['build']`). Stops at the first dynamic index.

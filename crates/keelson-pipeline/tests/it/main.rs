@@ -3,4 +3,5 @@
 mod expr_props;
 mod load_props;
 mod purity;
+mod server_keys;
 mod validate;

@@ -27,6 +27,27 @@ pub enum TestDb {
     },
 }
 
+/// The URL of the PostgreSQL test server; `None` (after printing why) when none is configured.
+/// In CI (`CI` set) a missing server fails the test instead.
+#[allow(clippy::print_stderr)]
+pub fn postgres_admin_url(test_name: &str) -> Option<String> {
+    let Ok(admin_url) = std::env::var(POSTGRES_URL_VARIABLE) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but {POSTGRES_URL_VARIABLE} is not: CI must provide a PostgreSQL server"
+        );
+        eprintln!("skipping PostgreSQL half of `{test_name}`: {POSTGRES_URL_VARIABLE} is not set");
+        return None;
+    };
+    Some(admin_url)
+}
+
+/// `url` with `parameter` (`name=value`) appended to its query string.
+pub fn with_parameter(url: &str, parameter: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{parameter}")
+}
+
 impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -36,18 +57,8 @@ impl TestDb {
 
     /// A fresh schema on the test server; `None` (after printing why) when no server is
     /// configured. In CI (`CI` set) a missing server fails the test instead.
-    #[allow(clippy::print_stderr)]
     pub async fn postgres(test_name: &str) -> Option<TestDb> {
-        let Ok(admin_url) = std::env::var(POSTGRES_URL_VARIABLE) else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but {POSTGRES_URL_VARIABLE} is not: CI must provide a PostgreSQL server"
-            );
-            eprintln!(
-                "skipping PostgreSQL half of `{test_name}`: {POSTGRES_URL_VARIABLE} is not set"
-            );
-            return None;
-        };
+        let admin_url = postgres_admin_url(test_name)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
@@ -65,8 +76,7 @@ impl TestDb {
             .await
             .expect("create test schema");
         admin.close().await.expect("close admin connection");
-        let separator = if admin_url.contains('?') { '&' } else { '?' };
-        let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
+        let url = with_parameter(&admin_url, &format!("options=-c%20search_path%3D{schema}"));
         Some(TestDb::Postgres {
             admin_url,
             schema,
@@ -138,6 +148,34 @@ impl TestDb {
                     .fetch_all(&mut connection)
                     .await
                     .expect("versions")
+            }
+        }
+    }
+
+    /// How many rows of `log_lines` the job has, read behind the store's back.
+    pub async fn log_row_count(&self, job_id: i64) -> i64 {
+        let sql = "SELECT COUNT(*) FROM log_lines WHERE job_id = $1";
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let mut connection =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect to sqlite");
+                sqlx::query_scalar(sql)
+                    .bind(job_id)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count")
+            }
+            TestDb::Postgres { url, .. } => {
+                let mut connection = sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("connect to postgres");
+                sqlx::query_scalar(sql)
+                    .bind(job_id)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count")
             }
         }
     }

@@ -1,0 +1,301 @@
+//! The agent protocol (`/api/v1/agent/…`): register, long-poll for a lease, heartbeat, log
+//! batches, pipeline-job progress, completion. Authenticated by agent registration tokens only.
+//!
+//! Invariants:
+//! - Every call after the lease names the attempt it holds; the store refuses a stale attempt
+//!   and the agent hears `409 lease_lost`.
+//! - A job completes only after every log line the agent sent is stored (`last_seq`), and its
+//!   log then moves from SQL rows to the blob store.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keelson_api::{
+    AgentLogLine, AgentRegistered, Completion, Heartbeat, HeartbeatReply, JobState, Lease,
+    LeaseRequest, LogAck, LogBatch, LogLineInfo, Progress, RegisterAgent,
+};
+use keelson_store::{JobId, LogLine, Status};
+
+use crate::auth::AgentCaller;
+use crate::convert::{status_of, store_stream};
+use crate::error::{Answer, Failure};
+use crate::state::{AppState, LiveEvent};
+
+/// Longest accepted agent name and label.
+const MAX_NAME: usize = 128;
+
+fn check_name(name: &str, what: &str) -> Answer<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::invalid(format!(
+            "{what} must be 1–{MAX_NAME} letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}
+
+/// `POST /api/v1/agent/register`.
+pub async fn register(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Json(body): Json<RegisterAgent>,
+) -> Answer<Json<AgentRegistered>> {
+    check_name(&body.name, "the agent name")?;
+    for label in &body.labels {
+        check_name(label, "a label")?;
+    }
+    let mut labels = body.labels.clone();
+    labels.sort();
+    labels.dedup();
+    let agent = state
+        .store()
+        .upsert_agent(&body.name, &labels, &body.version, state.now())
+        .await?;
+    tracing::info!(agent = %agent.name, labels = ?agent.labels, "agent registered");
+    Ok(Json(AgentRegistered {
+        agent_id: agent.id.0,
+        lease_ttl_ms: state.tuning().lease_ttl.as_millis() as u64,
+        heartbeat_interval_ms: state.tuning().heartbeat_interval.as_millis() as u64,
+    }))
+}
+
+/// `POST /api/v1/agent/lease`: `200` with a lease, or `204` after waiting.
+pub async fn lease(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Json(body): Json<LeaseRequest>,
+) -> Answer<Response> {
+    let Some(agent) = state.store().agent_by_name(&body.agent).await? else {
+        return Err(Failure::not_found(format!(
+            "no agent named `{}`; register first",
+            body.agent
+        )));
+    };
+    let wait = Duration::from_millis(body.wait_ms).min(state.tuning().max_lease_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Listen before looking, so a run queued between the look and the wait still wakes us.
+        let notified = state.work_notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = state.now();
+        state.store().touch_agent(&agent.name, now).await?;
+        if let Some(job) = state
+            .store()
+            .lease_job(&agent.name, &agent.labels, now, state.tuning().lease_ttl)
+            .await?
+        {
+            let run = state.store().get_run(job.run_id).await?;
+            let project = state.store().get_project(run.project_id).await?;
+            tracing::info!(agent = %agent.name, job = job.id.0, attempt = job.attempt, run = run.id.0, "job leased");
+            state.publish(LiveEvent::RunChanged { run_id: run.id.0 });
+            let lease = Lease {
+                job_id: job.id.0,
+                attempt: job.attempt,
+                run_id: run.id.0,
+                run_number: run.number,
+                project: project.name,
+                repository: project.repository,
+                commit_sha: run.commit_sha.clone().unwrap_or_default(),
+                git_ref: run.git_ref.clone(),
+                vars: run.vars.iter().cloned().collect(),
+                jobs: Vec::new(),
+                lease_ttl_ms: state.tuning().lease_ttl.as_millis() as u64,
+                heartbeat_interval_ms: state.tuning().heartbeat_interval.as_millis() as u64,
+            };
+            return Ok(Json(lease).into_response());
+        }
+        // Wake at least every second: leases expire and groups free up without a notification.
+        let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(tick) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            }
+        }
+    }
+}
+
+async fn holder(state: &AppState, job_id: i64) -> Answer<String> {
+    let job = state
+        .store()
+        .get_job(JobId(job_id))
+        .await
+        .map_err(|_| Failure::lease_lost())?;
+    job.leased_by.ok_or_else(Failure::lease_lost)
+}
+
+/// `POST /api/v1/agent/jobs/{job}/heartbeat`.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    Json(body): Json<Heartbeat>,
+) -> Answer<Json<HeartbeatReply>> {
+    let agent = holder(&state, job_id).await?;
+    let now = state.now();
+    let answer = state
+        .store()
+        .heartbeat(
+            JobId(job_id),
+            &agent,
+            body.attempt,
+            now,
+            state.tuning().lease_ttl,
+        )
+        .await?;
+    state.store().touch_agent(&agent, now).await?;
+    Ok(Json(HeartbeatReply {
+        cancel: answer.cancel_requested,
+    }))
+}
+
+/// `POST /api/v1/agent/jobs/{job}/logs`.
+pub async fn logs(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    Json(body): Json<LogBatch>,
+) -> Answer<Json<LogAck>> {
+    let lines: Vec<LogLine> = body
+        .lines
+        .iter()
+        .map(|line: &AgentLogLine| LogLine {
+            job: line.job.clone(),
+            stream: store_stream(line.stream),
+            text: line.text.clone(),
+        })
+        .collect();
+    let acked = state
+        .store()
+        .append_log(JobId(job_id), body.attempt, body.first_seq, &lines)
+        .await?;
+    let bytes: usize = body.lines.iter().map(|line| line.text.len() + 1).sum();
+    state
+        .metrics()
+        .log_ingested(body.lines.len() as u64, bytes as u64);
+    if !body.lines.is_empty() {
+        let job = state.store().get_job(JobId(job_id)).await?;
+        let infos: Vec<LogLineInfo> = body
+            .lines
+            .into_iter()
+            .enumerate()
+            .map(|(index, line)| LogLineInfo {
+                attempt: body.attempt,
+                seq: body.first_seq + index as i64,
+                job: line.job,
+                stream: line.stream,
+                text: line.text,
+            })
+            .collect();
+        state.publish(LiveEvent::Log {
+            run_id: job.run_id.0,
+            lines: std::sync::Arc::new(infos),
+        });
+    }
+    Ok(Json(LogAck { acked_seq: acked }))
+}
+
+/// `POST /api/v1/agent/jobs/{job}/progress`.
+pub async fn progress(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    Json(body): Json<Progress>,
+) -> Answer<StatusCode> {
+    let job = state.store().get_job(JobId(job_id)).await?;
+    if job.status != Status::Running || job.attempt != body.attempt {
+        return Err(Failure::lease_lost());
+    }
+    for update in &body.updates {
+        state
+            .store()
+            .update_pipeline_job(
+                job.run_id,
+                &update.job,
+                status_of(update.state),
+                update.reason.as_deref(),
+                update.at,
+            )
+            .await?;
+    }
+    state.publish(LiveEvent::RunChanged {
+        run_id: job.run_id.0,
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/agent/jobs/{job}/complete`.
+pub async fn complete(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    Json(body): Json<Completion>,
+) -> Answer<StatusCode> {
+    let job = state
+        .store()
+        .get_job(JobId(job_id))
+        .await
+        .map_err(|_| Failure::lease_lost())?;
+    // A resent completion (the first answer was lost) is acknowledged again.
+    if job.attempt == body.attempt
+        && job.status.is_terminal()
+        && crate::convert::state_of(job.status) == body.state
+    {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    if job.attempt != body.attempt || job.status != Status::Running {
+        return Err(Failure::lease_lost());
+    }
+    let agent = job.leased_by.clone().ok_or_else(Failure::lease_lost)?;
+    let stored = state
+        .store()
+        .last_log_seq(JobId(job_id), body.attempt)
+        .await?;
+    if stored < body.last_seq {
+        return Err(Failure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "log_gap",
+            format!(
+                "log lines {}–{} have not been stored; send them before completing",
+                stored + 1,
+                body.last_seq
+            ),
+        ));
+    }
+    let status = match body.state {
+        JobState::Succeeded => Status::Succeeded,
+        JobState::Cancelled => Status::Cancelled,
+        JobState::Failed => Status::Failed,
+        other => {
+            return Err(Failure::invalid(format!(
+                "a job completes as succeeded, failed or cancelled, not {}",
+                other.as_str()
+            )));
+        }
+    };
+    let now = state.now();
+    state
+        .store()
+        .complete_job(
+            JobId(job_id),
+            &agent,
+            body.attempt,
+            status,
+            body.reason.as_deref(),
+            now,
+        )
+        .await?;
+    crate::lifecycle::job_ended(&state, JobId(job_id), body.attempt).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
