@@ -209,7 +209,7 @@ pub async fn check_out(
             branch,
             sha: sha.trim().to_owned(),
             tag,
-            event: "server".to_owned(),
+            event: lease.trigger.clone().unwrap_or_else(|| "server".to_owned()),
             message: message.trim_end().to_owned(),
             repository: shown,
         },

@@ -65,6 +65,10 @@ pub struct Lease {
     /// The ref the commit was resolved from, if any.
     #[serde(default)]
     pub git_ref: Option<String>,
+    /// What started the run (`push`, `poll`, `cron`, `manual`, `rerun`): the `git.event` of
+    /// expressions.
+    #[serde(default)]
+    pub trigger: Option<String>,
     /// Inputs of a manual or API trigger, applied as `--var`s.
     #[serde(default)]
     pub vars: IndexMap<String, String>,

@@ -106,6 +106,7 @@ pub async fn lease(
                 repository: project.repository,
                 commit_sha: run.commit_sha.clone().unwrap_or_default(),
                 git_ref: run.git_ref.clone(),
+                trigger: Some(run.trigger.clone()),
                 vars: run.vars.iter().cloned().collect(),
                 jobs: Vec::new(),
                 lease_ttl_ms: state.tuning().lease_ttl.as_millis() as u64,

@@ -242,7 +242,10 @@ pub async fn authenticate(
             state.metrics().auth_failure("expired_token");
             return Err(Failure::unauthenticated("the token has expired"));
         }
-        state.store().touch_api_token(stored.id, now).await?;
+        // Last use is kept to the minute: a write per request would serialise reads on SQLite.
+        if stored.last_used_at.is_none_or(|at| now - at > 60_000) {
+            state.store().touch_api_token(stored.id, now).await?;
+        }
         return Ok(Caller {
             user,
             credential: Credential::Token(stored),

@@ -509,3 +509,32 @@ async fn every_route_every_role_and_every_bad_credential_gets_the_documented_ans
     assert_eq!(answer["code"], "not_found");
     running.stop().await.unwrap();
 }
+
+#[test]
+fn docs_server_md_lists_every_route_with_its_access() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/server.md"))
+            .expect("docs/server.md");
+    let documented: Vec<&str> = docs
+        .lines()
+        .filter(|line| line.starts_with("| `") && line.contains("` | `/"))
+        .collect();
+    let expected: Vec<String> = ROUTES
+        .iter()
+        .map(|r| {
+            format!(
+                "| `{}` | `{}` | {} | {} |",
+                r.method,
+                r.path,
+                r.access.describe(),
+                r.summary
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "the API table in docs/server.md must be the route table; expected rows:\n{}",
+        expected.join("\n")
+    );
+}

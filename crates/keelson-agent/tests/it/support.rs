@@ -91,6 +91,7 @@ pub fn lease(job_id: i64, repo: &Path, sha: &str, jobs: &[&str]) -> Lease {
         repository: repo.display().to_string(),
         commit_sha: sha.to_owned(),
         git_ref: Some("refs/heads/main".to_owned()),
+        trigger: Some("manual".to_owned()),
         vars: IndexMap::new(),
         jobs: jobs.iter().map(|j| (*j).to_owned()).collect(),
         lease_ttl_ms: 5000,

@@ -623,4 +623,90 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
         )
         .await;
     browser.close().await;
+
+    forms_without_the_csrf_token_are_refused(&url).await;
+}
+
+/// Outside the browser: the login cookie's attributes, and form posts without the session's CSRF
+/// token or from another origin are refused before anything happens.
+async fn forms_without_the_csrf_token_are_refused(url: &str) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client");
+    let login = http
+        .post(format!("{url}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "name={USER}&password={}",
+            PASSWORD.replace(' ', "+")
+        ))
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(
+        login.status(),
+        reqwest::StatusCode::SEE_OTHER,
+        "login answer"
+    );
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .expect("a session cookie")
+        .to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(
+            cookie.contains(attribute),
+            "cookie {cookie:?} lacks {attribute}"
+        );
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP to a loopback address gets no Secure cookie: {cookie:?}"
+    );
+    let session = cookie.split(';').next().unwrap_or_default().to_string();
+    let page = http
+        .get(format!("{url}/runs/1"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("GET /runs/1");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let posts = [
+        ("no token", "", None),
+        ("a wrong token", "_csrf=0123", None),
+        ("another origin", "", Some("http://evil.example")),
+    ];
+    for (what, body, origin) in posts {
+        let mut request = http
+            .post(format!("{url}/runs/1/rerun"))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let answer = request.send().await.expect("POST /runs/1/rerun");
+        assert_eq!(
+            answer.status(),
+            reqwest::StatusCode::FORBIDDEN,
+            "a re-run form with {what}"
+        );
+    }
+    let runs = http
+        .get(format!("{url}/api/v1/projects/demo/runs"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("list runs")
+        .json::<Value>()
+        .await
+        .expect("runs as JSON");
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(1),
+        "a refused form started no run: {runs}"
+    );
 }
