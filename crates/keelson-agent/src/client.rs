@@ -9,11 +9,12 @@
 //!   [`CallError::Transient`] (retry with backoff), any other non-success is
 //!   [`CallError::Rejected`].
 
+use std::path::Path;
 use std::time::Duration;
 
 use keelson_api::{
-    API_PREFIX, AgentRegistered, ApiError, Completion, Heartbeat, HeartbeatReply, Lease,
-    LeaseRequest, LogAck, LogBatch, Progress, RegisterAgent,
+    API_PREFIX, AgentRegistered, ApiError, ArtifactInfo, ArtifactUpload, Completion, Heartbeat,
+    HeartbeatReply, Lease, LeaseRequest, LogAck, LogBatch, Progress, RegisterAgent,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +25,8 @@ pub const LEASE_WAIT: Duration = Duration::from_secs(30);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Extra time the lease call gets beyond its long-poll wait.
 const LEASE_SLACK: Duration = Duration::from_secs(10);
+/// Size of the chunks an artifact upload is read and sent in.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 /// Longest error message kept from an answer that is not an `ApiError`.
 const MESSAGE_LIMIT: usize = 200;
 
@@ -189,6 +192,62 @@ impl Client {
         self.post(&path, body, CALL_TIMEOUT).await.map(drop)
     }
 
+    /// `PUT /agent/jobs/{job}/artifacts`: uploads the file at `file` (`size` bytes, streamed from
+    /// disk, never whole in memory) as one artifact of the attempt named in `upload`. The file
+    /// is opened anew on every call, so a retry resends it from the start.
+    pub async fn upload_artifact(
+        &self,
+        job_id: i64,
+        upload: &ArtifactUpload,
+        file: &Path,
+        size: u64,
+    ) -> Result<ArtifactInfo, CallError> {
+        let opened = tokio::fs::File::open(file)
+            .await
+            .map_err(|error| CallError::Rejected {
+                status: 0,
+                code: "unreadable_file".to_owned(),
+                message: format!("cannot open {}: {error}", file.display()),
+            })?;
+        let mut url = reqwest::Url::parse(&format!(
+            "{}{API_PREFIX}/agent/jobs/{job_id}/artifacts",
+            self.base
+        ))
+        .map_err(|error| CallError::Rejected {
+            status: 0,
+            code: "invalid_url".to_owned(),
+            message: error.to_string(),
+        })?;
+        url.query_pairs_mut()
+            .append_pair("attempt", &upload.attempt.to_string())
+            .append_pair("job", &upload.job)
+            .append_pair("path", &upload.path)
+            .append_pair("sha256", &upload.sha256)
+            .append_pair("mode", &upload.mode.to_string());
+        // A slow link still gets through: 30 s plus a second per MiB.
+        let timeout = CALL_TIMEOUT + Duration::from_secs(size >> 20);
+        let response = self
+            .http
+            .put(url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(file_body(opened))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| CallError::Transient(describe_transport_error(&error)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| CallError::Transient(describe_transport_error(&error)))?;
+        if status.is_success() {
+            return decode(Some(&bytes));
+        }
+        Err(classify(status.as_u16(), &bytes))
+    }
+
     /// One attempt: the body of a `2xx` answer (`None` for `204`), or why not.
     async fn post<B: Serialize>(
         &self,
@@ -219,6 +278,25 @@ impl Client {
         }
         Err(classify(status.as_u16(), &bytes))
     }
+}
+
+/// A request body that streams `file` in chunks.
+fn file_body(file: tokio::fs::File) -> reqwest::Body {
+    use tokio::io::AsyncReadExt;
+
+    let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+        let mut buffer = vec![0u8; UPLOAD_CHUNK];
+        let read = file.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        buffer.truncate(read);
+        Ok(Some((
+            http_body::Frame::data(bytes::Bytes::from(buffer)),
+            file,
+        )))
+    });
+    reqwest::Body::wrap(http_body_util::StreamBody::new(chunks))
 }
 
 /// A transport error without the URL's query or credentials (reqwest includes the URL).

@@ -1,5 +1,6 @@
-//! Running one lease: checkout, pipeline, engine, and the three reporters that run beside it
-//! (heartbeats, log shipping, progress), then the completion.
+//! Running one lease: checkout, pipeline, engine, the upload of the run's artifact files, and
+//! the three reporters that run beside it (heartbeats, log shipping, progress), then the
+//! completion.
 //!
 //! Invariants:
 //! - The completion is sent only after the log shipper has every line acknowledged and every
@@ -8,15 +9,18 @@
 //!   engine run is cancelled (cleanup steps included) and awaited before the agent leases again,
 //!   so at most one job runs at a time.
 //! - Transient failures are retried with [`Backoff`] and never drop a line or an update.
+//! - Artifact files are uploaded after the engine run ends and before the completion, while the
+//!   heartbeats keep the lease; a file the server refuses is logged and does not fail the job.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keelson_api::{
-    AgentLogLine, Completion, Heartbeat, JobState, Lease, LogBatch, LogStream, PipelineJobUpdate,
-    Progress,
+    AgentLogLine, ArtifactUpload, Completion, Heartbeat, JobState, Lease, LogBatch, LogStream,
+    PipelineJobUpdate, Progress,
 };
 use keelson_core::Outcome;
+use keelson_engine::artifacts::{ArtifactManifest, ArtifactStore};
 use keelson_engine::run::{RunOptions, run};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
@@ -347,6 +351,8 @@ async fn execute(
     }
     match engine.await {
         Ok(Ok(report)) => {
+            // Whatever the result: the files that explain a failure matter most.
+            upload_artifacts(context, lease, controls, &reporter, &report.artifacts).await;
             let state = match report.result {
                 Outcome::Skipped => JobState::Succeeded,
                 other => outcome_state(other),
@@ -383,6 +389,95 @@ async fn execute(
             };
             reporter.system(format!("error: {reason}"));
             (JobState::Failed, Some(reason))
+        }
+    }
+}
+
+/// Uploads every artifact file the run's jobs kept (their `artifacts:` paths and the reports of
+/// built-in steps), one at a time, from the engine's artifact store. Transient failures are
+/// retried with [`Backoff`]; a file the server refuses (or that cannot be read) is reported as a
+/// system line and the others still go; a lost lease or a refused token stops the uploads (and
+/// the attempt) as for every other call.
+async fn upload_artifacts(
+    context: &JobContext,
+    lease: &Lease,
+    controls: &Controls,
+    reporter: &Reporter,
+    artifacts: &[(String, ArtifactManifest)],
+) {
+    let total: usize = artifacts
+        .iter()
+        .map(|(_, manifest)| manifest.files.len())
+        .sum();
+    if total == 0 {
+        return;
+    }
+    let store = ArtifactStore::new(&context.config.data_dir);
+    let mut uploaded = 0;
+    for (job, manifest) in artifacts {
+        for file in &manifest.files {
+            let upload = ArtifactUpload {
+                attempt: lease.attempt,
+                job: job.clone(),
+                path: file.path.clone(),
+                sha256: file.sha256.clone(),
+                mode: if file.executable { 0o755 } else { 0o644 },
+            };
+            let blob = store.blob_path(&file.sha256);
+            match upload_artifact(
+                &context.client,
+                lease.job_id,
+                &upload,
+                &blob,
+                file.size,
+                controls,
+            )
+            .await
+            {
+                Ok(()) => uploaded += 1,
+                Err(Some(why)) => reporter.system(format!(
+                    "warning: artifact `{}` of job `{job}` was not uploaded: {why}",
+                    file.path
+                )),
+                Err(None) => return,
+            }
+        }
+    }
+    reporter.system(format!(
+        "uploaded {uploaded} of {total} artifact file(s) to the server"
+    ));
+}
+
+/// One artifact file, retried while the server cannot answer. `Err(Some(why))` when this file
+/// was refused, `Err(None)` when reporting stopped for good (recorded in `controls`).
+async fn upload_artifact(
+    client: &Client,
+    job_id: i64,
+    upload: &ArtifactUpload,
+    blob: &std::path::Path,
+    size: u64,
+    controls: &Controls,
+) -> Result<(), Option<String>> {
+    let mut backoff = Backoff::new();
+    loop {
+        let answer = tokio::select! {
+            answer = client.upload_artifact(job_id, upload, blob, size) => answer,
+            () = controls.abort.cancelled() => return Err(None),
+        };
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(CallError::Transient(why)) => {
+                tracing::warn!(job_id, path = %upload.path, %why, "artifact upload failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = controls.abort.cancelled() => return Err(None),
+                }
+            }
+            Err(CallError::Rejected { message, .. }) => return Err(Some(message)),
+            Err(error) => {
+                controls.abort_on("artifact upload", error);
+                return Err(None);
+            }
         }
     }
 }

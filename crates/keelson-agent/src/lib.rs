@@ -20,6 +20,9 @@
 //!   is sent only once every line and every progress update was accepted.
 //! - **A lost lease stops everything**: on `409 lease_lost` the engine run is cancelled
 //!   (cleanup steps included) and nothing more is reported for that attempt.
+//! - **Artifacts reach the server before the completion**: every file the run's jobs kept
+//!   (their `artifacts:` paths, built-in steps' reports) is uploaded, streamed from the engine's
+//!   artifact store, with its pipeline job and attempt; one refused file is logged, not fatal.
 //! - `401`/`403` end [`run_agent`] with [`AgentError::Unauthorized`]. The token travels only in
 //!   the `Authorization` header and is never logged.
 //! - Files are written only below [`AgentConfig::data_dir`]: `repos/` (bare mirrors), `checkouts/`

@@ -163,3 +163,28 @@ pub struct Completion {
     /// before it are missing.
     pub last_seq: i64,
 }
+
+/// The query of `PUT /api/v1/agent/jobs/{job}/artifacts` (agent registration token): one
+/// artifact file of `attempt`, whose raw bytes are the request body. Answered `200` with the
+/// stored [`crate::ArtifactInfo`] (also for an identical resend); `400` when the bytes
+/// do not hash to `sha256` or the path is not a clean relative path, `409 lease_lost` unless
+/// the job is running at that attempt, `409 conflict` for other content under the same job,
+/// attempt and path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactUpload {
+    /// The attempt that holds the lease.
+    pub attempt: i64,
+    /// The pipeline job that produced the file.
+    pub job: String,
+    /// Relative to the job's workspace, `/`-separated, without `.`/`..` or empty parts.
+    pub path: String,
+    /// Lowercase hex SHA-256 of the body.
+    pub sha256: String,
+    /// Unix permission bits (`420` = `0o644`, `493` = `0o755`).
+    #[serde(default = "default_artifact_mode")]
+    pub mode: u32,
+}
+
+fn default_artifact_mode() -> u32 {
+    0o644
+}

@@ -337,3 +337,21 @@ pub struct TriggerInfo {
     /// When it was created.
     pub created_at: UnixMillis,
 }
+
+/// One artifact file of a run, as `GET /api/v1/runs/{run}/artifacts` lists it; its bytes are at
+/// `GET /api/v1/runs/{run}/artifacts/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// Its id within the server.
+    pub id: i64,
+    /// The pipeline job that produced it (e.g. `build`).
+    pub job: String,
+    /// The attempt of the leased job that uploaded it.
+    pub attempt: i64,
+    /// Relative to the job's workspace, `/`-separated.
+    pub path: String,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}

@@ -100,7 +100,9 @@ impl ArtifactStore {
         }
     }
 
-    fn blob_path(&self, sha256: &str) -> PathBuf {
+    /// Where the content with this sha256 is stored once collected (whether or not it exists).
+    /// The caller passes a digest taken from a manifest this store wrote.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
         self.dir.join("blobs").join(sha256)
     }
 

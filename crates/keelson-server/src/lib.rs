@@ -12,6 +12,7 @@
 
 pub mod agent_api;
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod convert;
 pub mod cron;

@@ -7,7 +7,7 @@
 //! - At start, leases of running jobs are extended by one TTL, so agents that kept working while
 //!   the server was down can report back instead of being reaped at once.
 
-use keelson_store::{JobId, ReapOutcome, RunId, Status};
+use keelson_store::{JobId, RunId, Status};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Answer;
@@ -80,12 +80,8 @@ async fn reset_pipeline_jobs(state: &AppState, run_id: RunId) -> Answer<()> {
 pub async fn reap_once(state: &AppState) -> Answer<usize> {
     let reaped = state.store().reap_expired(state.now()).await?;
     for (job_id, outcome) in &reaped {
-        let job = state.store().get_job(*job_id).await?;
-        // The expired attempt is the one before a requeue, or the current one otherwise.
-        let attempt = match outcome {
-            ReapOutcome::Requeued => job.attempt,
-            ReapOutcome::Failed | ReapOutcome::Cancelled => job.attempt,
-        };
+        // The attempt counter moves on at the next lease, so the job's attempt is the expired one.
+        let attempt = state.store().get_job(*job_id).await?.attempt;
         tracing::warn!(job = job_id.0, attempt, ?outcome, "lease expired");
         job_ended(state, *job_id, attempt).await?;
     }

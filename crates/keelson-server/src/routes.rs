@@ -13,7 +13,7 @@ use crate::auth::Caller;
 use crate::error::Answer;
 use crate::metrics::Gauges;
 use crate::state::AppState;
-use crate::{agent_api, api, hooks, sse};
+use crate::{agent_api, api, artifacts, hooks, sse};
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +368,30 @@ pub const ROUTES: &[RouteDoc] = &[
         Some("provider payload"),
         "object"
     ),
+    route!(
+        "PUT",
+        "/api/v1/agent/jobs/{job}/artifacts",
+        Access::Agent,
+        "Agent: upload one artifact file (raw body; `attempt`, `job`, `path`, `sha256`, `mode`).",
+        Some("file bytes"),
+        "ArtifactInfo"
+    ),
+    route!(
+        "GET",
+        "/api/v1/runs/{run}/artifacts",
+        Access::Project(Viewer),
+        "A run's artifact files.",
+        None,
+        "ArtifactInfo[]"
+    ),
+    route!(
+        "GET",
+        "/api/v1/runs/{run}/artifacts/{id}",
+        Access::Project(Viewer),
+        "Download one artifact file.",
+        None,
+        "bytes"
+    ),
 ];
 
 async fn health() -> &'static str {
@@ -430,7 +454,11 @@ pub fn openapi_document() -> Value {
             }
         });
         if let Some(request) = route.request {
-            operation["requestBody"] = json!({"description": request, "required": true, "content": {"application/json": {"schema": {"type": "object", "title": request}}}});
+            operation["requestBody"] = if request == "file bytes" {
+                json!({"description": request, "required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})
+            } else {
+                json!({"description": request, "required": true, "content": {"application/json": {"schema": {"type": "object", "title": request}}}})
+            };
         }
         entry[route.method.to_ascii_lowercase()] = operation;
     }
@@ -526,6 +554,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/agent/jobs/{job}/complete",
             post(agent_api::complete),
+        )
+        // Artifact bodies are streamed to disk by the handler, which enforces its own limit.
+        .route("/api/v1/agent/jobs/{job}/artifacts", put(artifacts::upload))
+        .route("/api/v1/runs/{run}/artifacts", get(artifacts::list))
+        .route(
+            "/api/v1/runs/{run}/artifacts/{id}",
+            get(artifacts::download),
         )
         .route(
             "/hooks/{provider}/{project}",

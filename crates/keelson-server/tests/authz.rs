@@ -10,7 +10,7 @@ use keelson_api::Role;
 use keelson_server::auth::{new_token, token_hash};
 use keelson_server::routes::{Access, ROUTES};
 use keelson_server::{ServerConfig, Tuning};
-use keelson_store::{NewApiToken, UserId};
+use keelson_store::{NewApiToken, NewArtifact, RunId, UserId};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "kt_authz-admin-bootstrap-token-000000000";
@@ -82,6 +82,9 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/agent/jobs/{job}/progress", "agent token"),
     ("POST", "/api/v1/agent/jobs/{job}/complete", "agent token"),
     ("POST", "/hooks/{provider}/{project}", "webhook signature"),
+    ("PUT", "/api/v1/agent/jobs/{job}/artifacts", "agent token"),
+    ("GET", "/api/v1/runs/{run}/artifacts", "project viewer"),
+    ("GET", "/api/v1/runs/{run}/artifacts/{id}", "project viewer"),
 ];
 
 #[test]
@@ -233,6 +236,30 @@ async fn concrete(
                 .await["id"]
                 .as_i64()
                 .unwrap()
+        } else if path.contains("/artifacts/") {
+            // An artifact of this very run, stored as an agent's upload would store it.
+            let state = &world.state;
+            let content = b"artifact of the matrix\n";
+            let sha256 = state.blobs().put(content).await.unwrap();
+            let job = state.store().list_jobs(RunId(run)).await.unwrap()[0].id;
+            state
+                .store()
+                .record_artifact(
+                    &NewArtifact {
+                        job_id: job,
+                        attempt: 1,
+                        pipeline_job: "one".into(),
+                        path: "out/matrix.txt".into(),
+                        sha256,
+                        size: content.len() as u64,
+                        mode: 0o644,
+                    },
+                    state.now(),
+                )
+                .await
+                .unwrap()
+                .id
+                .0
         } else if path.contains("/agent-tokens/") {
             world
                 .admin("POST", "/api/v1/agent-tokens", json!({"name": "doomed"}))
@@ -267,6 +294,13 @@ async fn concrete(
     out = out
         .replace("{user}", "bystander")
         .replace("{job}", "999999");
+    if path == "/api/v1/agent/jobs/{job}/artifacts" {
+        // The body the matrix sends is `{}`; job 999999 holds no lease, so the answer is 409.
+        out.push_str(&format!(
+            "?attempt=1&job=one&path=out/app.txt&sha256={}&mode=420",
+            keelson_store::sha256_hex(b"{}")
+        ));
+    }
     let body = match path {
         "/api/v1/projects" => Some(
             json!({"name": format!("p{}", new_token("").chars().filter(char::is_ascii_alphanumeric).take(10).collect::<String>()), "repository": "/nonexistent"}),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Failures of the [`BlobStore`].
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +150,109 @@ impl BlobStore {
             .map_err(io_error("checking blob", &path))
     }
 
+    /// A fresh, unused path in the store's temporary directory (created if missing), on the same
+    /// file system as the blobs: a caller streaming a large upload writes it there and hands it
+    /// to [`BlobStore::put_file`], which can then move it into place without copying.
+    pub async fn staging_path(&self) -> Result<PathBuf, BlobError> {
+        let temporary_dir = self.root.join("tmp");
+        tokio::fs::create_dir_all(&temporary_dir)
+            .await
+            .map_err(io_error("creating directory", &temporary_dir))?;
+        Ok(temporary_dir.join(format!(
+            "staged.{}.{}",
+            std::process::id(),
+            TEMPORARY_FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    /// Moves the file at `source` into the store if its content hashes to `expected`, reading it
+    /// in chunks (never whole in memory); [`BlobError::DigestMismatch`] otherwise, leaving
+    /// `source` where it is. On success `source` is gone (renamed into place, or removed when the
+    /// blob was already stored); a file on another file system is copied. Returns the digest.
+    pub async fn put_file(&self, source: &Path, expected: &str) -> Result<String, BlobError> {
+        validate_digest(expected)?;
+        let mut file = tokio::fs::File::open(source)
+            .await
+            .map_err(io_error("opening", source))?;
+        let actual = sha256_of_reader(&mut file)
+            .await
+            .map_err(io_error("reading", source))?;
+        if actual != expected {
+            return Err(BlobError::DigestMismatch {
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+        file.sync_all().await.map_err(io_error("syncing", source))?;
+        drop(file);
+        let final_path = self.path_of(expected)?;
+        if tokio::fs::try_exists(&final_path).await.unwrap_or(false) {
+            tokio::fs::remove_file(source)
+                .await
+                .map_err(io_error("removing", source))?;
+            return Ok(actual);
+        }
+        if let Some(parent) = final_path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io_error("creating directory", parent))?;
+        }
+        match tokio::fs::rename(source, &final_path).await {
+            Ok(()) => Ok(actual),
+            Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
+                let staged = self.staging_path().await?;
+                let copied = match tokio::fs::copy(source, &staged).await {
+                    Ok(_) => tokio::fs::rename(&staged, &final_path)
+                        .await
+                        .map_err(io_error("renaming blob into", &final_path)),
+                    Err(error) => Err(io_error("copying into", &staged)(error)),
+                };
+                if copied.is_err() {
+                    let _ = tokio::fs::remove_file(&staged).await;
+                    return copied.map(|()| actual);
+                }
+                tokio::fs::remove_file(source)
+                    .await
+                    .map_err(io_error("removing", source))?;
+                Ok(actual)
+            }
+            Err(error) => Err(io_error("renaming blob into", &final_path)(error)),
+        }
+    }
+
+    /// Opens the blob for streaming after checking that its whole content still hashes to
+    /// `digest` (one read pass before the caller's); the file is positioned at its start. Returns
+    /// it with its size. Blob files are never rewritten in place, so what the caller reads next
+    /// is what was checked.
+    pub async fn open_verified(&self, digest: &str) -> Result<(tokio::fs::File, u64), BlobError> {
+        let path = self.path_of(digest)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(digest.to_owned()));
+            }
+            Err(error) => return Err(io_error("opening blob", &path)(error)),
+        };
+        let actual = sha256_of_reader(&mut file)
+            .await
+            .map_err(io_error("reading blob", &path))?;
+        if actual != digest {
+            return Err(BlobError::Corrupt {
+                digest: digest.to_owned(),
+                actual,
+            });
+        }
+        file.seek(io::SeekFrom::Start(0))
+            .await
+            .map_err(io_error("reading blob", &path))?;
+        let length = file
+            .metadata()
+            .await
+            .map_err(io_error("reading blob", &path))?
+            .len();
+        Ok((file, length))
+    }
+
     async fn write_named(&self, digest: &str, bytes: &[u8]) -> Result<(), BlobError> {
         let final_path = self.path_of(digest)?;
         if tokio::fs::try_exists(&final_path).await.unwrap_or(false) {
@@ -182,6 +285,20 @@ impl BlobStore {
         }
         renamed
     }
+}
+
+/// The lowercase hex SHA-256 of everything `reader` yields from where it stands.
+async fn sha256_of_reader(reader: &mut tokio::fs::File) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {

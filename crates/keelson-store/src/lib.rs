@@ -25,6 +25,9 @@
 //! - Log lines are numbered per (job, attempt) from 1; appends are idempotent and never leave
 //!   gaps. A finished attempt's lines can be archived into one NDJSON blob; the archive record
 //!   and the row deletion commit together and [`Store::read_log`] reads either transparently.
+//! - A run's artifact files are recorded once per (run, attempt, pipeline job, path): an
+//!   identical resend returns the stored record, other content for the same key is a
+//!   [`StoreError::Conflict`]; their bytes live in the blob store.
 //! - Blob files are written to a temporary name and renamed, so a blob's path either holds all
 //!   of the bytes that hash to its name or does not exist; reads verify the digest.
 //!
@@ -54,9 +57,10 @@ pub use blob::{BlobError, BlobStore, sha256_hex};
 pub use error::StoreError;
 pub use migrate::latest_schema_version;
 pub use model::{
-    Agent, AgentId, AgentToken, AgentTokenId, ApiToken, ApiTokenId, CancelOutcome, HeartbeatAnswer,
-    Job, JobId, LogLine, LogStream, NewApiToken, NewJob, NewPipelineJob, NewRun, PROJECT_ROLES,
-    PipelineJob, Project, ProjectId, ReapOutcome, Run, RunId, Session, Status, StoredLogLine,
-    Trigger, TriggerId, UnixMillis, User, UserId,
+    Agent, AgentId, AgentToken, AgentTokenId, ApiToken, ApiTokenId, Artifact, ArtifactId,
+    CancelOutcome, HeartbeatAnswer, Job, JobId, LogLine, LogStream, MAX_ARTIFACT_PATH, NewApiToken,
+    NewArtifact, NewJob, NewPipelineJob, NewRun, PROJECT_ROLES, PipelineJob, Project, ProjectId,
+    ReapOutcome, Run, RunId, Session, Status, StoredLogLine, Trigger, TriggerId, UnixMillis, User,
+    UserId, check_artifact_path,
 };
 pub use store::{BackendKind, Store};

@@ -191,6 +191,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX triggers_by_kind ON triggers (kind, id)",
         ],
     },
+    Migration {
+        version: 3,
+        name: "run artifacts",
+        statements: &["CREATE TABLE run_artifacts (
+            id {id},
+            run_id BIGINT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            job_id BIGINT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            attempt BIGINT NOT NULL,
+            pipeline_job TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            mode BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            UNIQUE (run_id, attempt, pipeline_job, path)
+        )"],
+    },
 ];
 
 /// The schema version this binary brings a database to.

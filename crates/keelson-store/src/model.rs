@@ -55,6 +55,10 @@ id_type!(
     /// The database id of a trigger.
     TriggerId
 );
+id_type!(
+    /// The database id of a stored run artifact file.
+    ArtifactId
+);
 
 /// The life-cycle state of a run or a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -460,4 +464,80 @@ pub struct Trigger {
     pub state_json: Option<String>,
     /// When it was created.
     pub created_at: UnixMillis,
+}
+
+/// An artifact file an agent uploaded for a job attempt, to record with [`crate::Store::record_artifact`].
+/// Its content lives in the blob store under `sha256`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewArtifact {
+    /// The leased job whose attempt produced it.
+    pub job_id: JobId,
+    /// That attempt (1, 2, …).
+    pub attempt: i64,
+    /// The pipeline job that declared it (e.g. `build`, `test (linux)`).
+    pub pipeline_job: String,
+    /// Relative to the job's workspace, `/`-separated, without `.`/`..` or empty parts.
+    pub path: String,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix permission bits (at most `0o7777`).
+    pub mode: u32,
+}
+
+/// A stored run artifact file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// Database id.
+    pub id: ArtifactId,
+    /// The run it belongs to.
+    pub run_id: RunId,
+    /// The leased job whose attempt produced it.
+    pub job_id: JobId,
+    /// That attempt.
+    pub attempt: i64,
+    /// The pipeline job that declared it.
+    pub pipeline_job: String,
+    /// Relative path in the job's workspace.
+    pub path: String,
+    /// Lowercase hex SHA-256 of the content (its blob's name).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// When it was first recorded.
+    pub created_at: UnixMillis,
+}
+
+/// Longest accepted artifact path, in bytes.
+pub const MAX_ARTIFACT_PATH: usize = 4096;
+
+/// Checks an artifact path: relative, `/`-separated, at most [`MAX_ARTIFACT_PATH`] bytes, no
+/// empty, `.` or `..` part, no backslash and no control character. The reason when it is not.
+pub fn check_artifact_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the path is empty".to_owned());
+    }
+    if path.len() > MAX_ARTIFACT_PATH {
+        return Err(format!("the path is longer than {MAX_ARTIFACT_PATH} bytes"));
+    }
+    if path.starts_with('/') {
+        return Err("the path is absolute".to_owned());
+    }
+    if path.contains('\\') {
+        return Err("the path contains a backslash".to_owned());
+    }
+    if path.chars().any(char::is_control) {
+        return Err("the path contains a control character".to_owned());
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return Err("the path has an empty part".to_owned()),
+            "." | ".." => return Err(format!("the path has a `{part}` part")),
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -5,8 +5,8 @@
 //! written once and expanded for each backend by [`on_backend!`], so the two cannot drift.
 //!
 //! This file holds opening, projects, runs, pipeline jobs and the job queue; the submodules hold
-//! logs ([`logs`]), users and credentials ([`auth`]), agents ([`agents`]) and triggers
-//! ([`triggers`]).
+//! logs ([`logs`]), users and credentials ([`auth`]), agents ([`agents`]), triggers
+//! ([`triggers`]) and run artifacts ([`artifacts`]).
 //!
 //! Lock order (PostgreSQL): a transaction that changes jobs locks job rows before the run row,
 //! so queue operations and run roll-ups cannot deadlock on each other.
@@ -236,6 +236,7 @@ macro_rules! job_columns {
 
 // Declared after the macros above, which they use.
 mod agents;
+mod artifacts;
 mod auth;
 mod logs;
 mod triggers;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{post, put};
 use keelson_api::{
-    AgentLogLine, AgentRegistered, ApiError, Completion, Heartbeat, HeartbeatReply, Lease,
-    LeaseRequest, LogAck, LogBatch, PipelineJobUpdate, Progress, RegisterAgent,
+    AgentLogLine, AgentRegistered, ApiError, ArtifactInfo, ArtifactUpload, Completion, Heartbeat,
+    HeartbeatReply, Lease, LeaseRequest, LogAck, LogBatch, PipelineJobUpdate, Progress,
+    RegisterAgent,
 };
 
 pub const TOKEN: &str = "agent-registration-token-for-tests";
@@ -64,9 +65,30 @@ pub struct Inner {
     pub resent_lines: u32,
     /// `409 lease_lost` answers given.
     pub lease_lost_answers: u32,
+    /// Artifact files stored, in arrival order.
+    pub artifacts: Vec<StoredArtifact>,
+    /// Faults met only by artifact uploads (before the shared ones).
+    pub artifact_faults: VecDeque<Fault>,
+    /// Artifact paths answered with this status and code instead of being stored.
+    pub refused_artifacts: HashMap<String, (StatusCode, &'static str)>,
+    /// Artifact uploads received (including refused and faulted ones).
+    pub artifact_uploads: u32,
+    /// How many artifacts were stored when each job completed.
+    pub artifacts_at_completion: HashMap<i64, usize>,
     /// Protocol violations seen (gaps, conflicting resends, early completion, calls after
     /// completion): each a description.
     pub violations: Vec<String>,
+}
+
+/// One artifact file as uploaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredArtifact {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub job: String,
+    pub path: String,
+    pub mode: u32,
+    pub bytes: Vec<u8>,
 }
 
 pub struct TestServer {
@@ -93,6 +115,7 @@ impl TestServer {
             .route("/api/v1/agent/jobs/{job_id}/logs", post(logs))
             .route("/api/v1/agent/jobs/{job_id}/progress", post(progress))
             .route("/api/v1/agent/jobs/{job_id}/complete", post(complete))
+            .route("/api/v1/agent/jobs/{job_id}/artifacts", put(artifact))
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -489,6 +512,15 @@ async fn complete(
             StatusCode::NO_CONTENT.into_response()
         }
     };
+    let stored_artifacts = inner
+        .artifacts
+        .iter()
+        .filter(|a| a.job_id == job_id)
+        .count();
+    inner
+        .artifacts_at_completion
+        .entry(job_id)
+        .or_insert(stored_artifacts);
     if let Some(violation) = violation {
         inner.violations.push(violation);
     }
@@ -496,4 +528,83 @@ async fn complete(
         return unavailable();
     }
     answer
+}
+
+async fn artifact(
+    State(shared): State<Shared>,
+    Path(job_id): Path<i64>,
+    Query(upload): Query<ArtifactUpload>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = authorized(&headers) {
+        return response;
+    }
+    let mut inner = shared.lock().expect("state lock");
+    inner.artifact_uploads += 1;
+    let fault = inner.artifact_faults.pop_front();
+    let after = match fault {
+        Some(Fault::Unavailable) => return unavailable(),
+        Some(Fault::StoreThenUnavailable) => true,
+        None => match take_fault(&mut inner) {
+            Ok(after) => after,
+            Err(response) => return response,
+        },
+    };
+    if let Err(response) = holding(&mut inner, job_id, upload.attempt) {
+        return response;
+    }
+    if let Some((status, code)) = inner.refused_artifacts.get(&upload.path).copied() {
+        return error(status, code, "refused by the test");
+    }
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    if digest != upload.sha256 {
+        inner.violations.push(format!(
+            "artifact {}: body hashes to {digest}, announced {}",
+            upload.path, upload.sha256
+        ));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "digest mismatch",
+        );
+    }
+    let stored = StoredArtifact {
+        job_id,
+        attempt: upload.attempt,
+        job: upload.job.clone(),
+        path: upload.path.clone(),
+        mode: upload.mode,
+        bytes: body.to_vec(),
+    };
+    let existing = inner.artifacts.iter().position(|a| {
+        a.job_id == job_id
+            && a.attempt == upload.attempt
+            && a.job == upload.job
+            && a.path == upload.path
+    });
+    match existing {
+        Some(index) if inner.artifacts[index] != stored => {
+            inner.violations.push(format!(
+                "artifact {}: resent with other content",
+                upload.path
+            ));
+            return error(StatusCode::CONFLICT, "conflict", "other content");
+        }
+        Some(_) => {}
+        None => inner.artifacts.push(stored),
+    }
+    let id = inner.artifacts.len() as i64;
+    if after {
+        return unavailable();
+    }
+    Json(ArtifactInfo {
+        id,
+        job: upload.job,
+        attempt: upload.attempt,
+        path: upload.path,
+        sha256: upload.sha256,
+        size: body.len() as u64,
+    })
+    .into_response()
 }

@@ -84,6 +84,10 @@ pub struct RunReport {
     pub number: u64,
     pub result: Outcome,
     pub jobs: Vec<(String, Outcome)>,
+    /// The artifact files each job kept (its `artifacts:` paths and its built-in steps' reports),
+    /// by job id in plan order; a job that kept none is left out. Their content is in the
+    /// [`ArtifactStore`] of the run's data dir.
+    pub artifacts: Vec<(String, ArtifactManifest)>,
 }
 
 /// Problems that stop a run before any job starts.
@@ -304,6 +308,7 @@ pub async fn run(
 
     let mut overall = Outcome::Success;
     let mut jobs = Vec::new();
+    let mut artifacts = Vec::new();
     for (planned, done) in shared.plan.jobs.iter().zip(&results) {
         let done = done.as_ref().expect("every job ends");
         let job = &shared.pipeline.jobs[&planned.job_id];
@@ -313,6 +318,9 @@ pub async fn run(
             _ => {}
         }
         jobs.push((planned.id.clone(), done.outcome));
+        if !done.artifacts.files.is_empty() {
+            artifacts.push((planned.id.clone(), done.artifacts.clone()));
+        }
         record.jobs.push(done.record.clone());
     }
     if cancel.is_cancelled() {
@@ -333,6 +341,7 @@ pub async fn run(
         number,
         result: overall,
         jobs,
+        artifacts,
     })
 }
 

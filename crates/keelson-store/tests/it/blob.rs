@@ -87,3 +87,64 @@ async fn malformed_and_missing_digests_are_typed_errors() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn put_file_moves_a_matching_file_in_and_refuses_a_wrong_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobStore::new(dir.path().join("blobs"));
+    let content = vec![7u8; 700 * 1024 + 3];
+    let digest = sha256_hex(&content);
+
+    let wrong = blobs.staging_path().await.unwrap();
+    std::fs::write(&wrong, b"not the announced bytes").unwrap();
+    let error = blobs.put_file(&wrong, &digest).await.unwrap_err();
+    assert!(
+        matches!(&error, BlobError::DigestMismatch { expected, actual } if *expected == digest && *actual == sha256_hex(b"not the announced bytes")),
+        "{error:?}"
+    );
+    assert!(
+        wrong.exists(),
+        "a refused file stays for the caller to remove"
+    );
+    assert!(!blobs.contains(&digest).await.unwrap());
+
+    let staged = blobs.staging_path().await.unwrap();
+    assert_ne!(staged, wrong, "staging paths are fresh");
+    std::fs::write(&staged, &content).unwrap();
+    assert_eq!(blobs.put_file(&staged, &digest).await.unwrap(), digest);
+    assert!(!staged.exists(), "the file moved into the store");
+    assert_eq!(blobs.get(&digest).await.unwrap(), content);
+
+    // The same content again: already stored, the new file is removed.
+    let again = blobs.staging_path().await.unwrap();
+    std::fs::write(&again, &content).unwrap();
+    assert_eq!(blobs.put_file(&again, &digest).await.unwrap(), digest);
+    assert!(!again.exists());
+
+    let error = blobs.put_file(&again, "not-a-digest").await.unwrap_err();
+    assert!(matches!(error, BlobError::InvalidDigest(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn open_verified_streams_checked_content_and_detects_corruption() {
+    use tokio::io::AsyncReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobStore::new(dir.path());
+    let digest = blobs.put(b"artifact bytes").await.unwrap();
+    let (mut file, size) = blobs.open_verified(&digest).await.unwrap();
+    assert_eq!(size, 14);
+    let mut read = Vec::new();
+    file.read_to_end(&mut read).await.unwrap();
+    assert_eq!(
+        read, b"artifact bytes",
+        "positioned at the start after checking"
+    );
+
+    std::fs::write(blobs.path_of(&digest).unwrap(), b"tampered").unwrap();
+    let error = blobs.open_verified(&digest).await.unwrap_err();
+    assert!(matches!(error, BlobError::Corrupt { .. }), "{error:?}");
+    let missing = sha256_hex(b"never stored");
+    let error = blobs.open_verified(&missing).await.unwrap_err();
+    assert!(matches!(error, BlobError::NotFound(_)), "{error:?}");
+}

@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use keelson_store::{
-    BlobStore, CancelOutcome, JobId, LogLine, LogStream, NewApiToken, NewJob, NewPipelineJob,
-    NewRun, ProjectId, ReapOutcome, RunId, Status, Store, StoreError, TriggerId, UserId,
-    latest_schema_version,
+    ArtifactId, BlobStore, CancelOutcome, JobId, LogLine, LogStream, NewApiToken, NewArtifact,
+    NewJob, NewPipelineJob, NewRun, ProjectId, ReapOutcome, RunId, Status, Store, StoreError,
+    TriggerId, UserId, latest_schema_version,
 };
 
 use crate::support::TestDb;
@@ -92,6 +92,8 @@ contract!(
     sessions_expire_and_can_be_deleted,
     agents_register_once_and_update_in_place,
     triggers_belong_to_a_project,
+    artifacts_are_recorded_once_per_key_and_listed_per_run,
+    artifact_input_is_checked_before_writing,
 );
 
 fn job(name: &str, labels: &[&str], max_attempts: u32) -> NewJob {
@@ -2240,4 +2242,192 @@ async fn read_whole_attempt(
         stored.extend(page);
     }
     stored
+}
+
+fn artifact(job_id: JobId, attempt: i64, job: &str, path: &str, content: &[u8]) -> NewArtifact {
+    NewArtifact {
+        job_id,
+        attempt,
+        pipeline_job: job.to_owned(),
+        path: path.to_owned(),
+        sha256: keelson_store::sha256_hex(content),
+        size: content.len() as u64,
+        mode: 0o644,
+    }
+}
+
+async fn artifacts_are_recorded_once_per_key_and_listed_per_run(db: &TestDb) {
+    let (store, ids) = store_with_jobs(db, vec![job("run", &[], 2)]).await;
+    let run_id = store.get_job(ids[0]).await.unwrap().run_id;
+    let app = artifact(ids[0], 1, "build", "out/app.txt", b"app v1\n");
+    let stored = store.record_artifact(&app, T0).await.unwrap();
+    assert_eq!(
+        (
+            stored.run_id,
+            stored.job_id,
+            stored.attempt,
+            stored.pipeline_job.as_str(),
+            stored.path.as_str(),
+            stored.sha256.as_str(),
+            stored.size,
+            stored.mode,
+            stored.created_at
+        ),
+        (
+            run_id,
+            ids[0],
+            1,
+            "build",
+            "out/app.txt",
+            app.sha256.as_str(),
+            7,
+            0o644,
+            T0
+        )
+    );
+
+    // An identical resend (the first answer was lost) gets the same record back.
+    let again = store.record_artifact(&app, T0 + 5).await.unwrap();
+    assert_eq!(again, stored);
+    // Other content under the same key is a conflict and changes nothing.
+    let changed = artifact(ids[0], 1, "build", "out/app.txt", b"app v2\n");
+    let error = store.record_artifact(&changed, T0 + 6).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Conflict {
+                entity: "artifact",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let executable = NewArtifact {
+        mode: 0o755,
+        ..app.clone()
+    };
+    let error = store
+        .record_artifact(&executable, T0 + 6)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error:?}");
+
+    // The same path under another pipeline job or attempt is another artifact.
+    let report = store
+        .record_artifact(&artifact(ids[0], 1, "scan", "out/app.txt", b"x"), T0 + 7)
+        .await
+        .unwrap();
+    let retry = store
+        .record_artifact(
+            &artifact(ids[0], 2, "build", "out/app.txt", b"app v2\n"),
+            T0 + 8,
+        )
+        .await
+        .unwrap();
+    let listed = store.list_artifacts(run_id).await.unwrap();
+    assert_eq!(listed, vec![stored.clone(), report.clone(), retry.clone()]);
+    assert_eq!(store.get_artifact(run_id, retry.id).await.unwrap(), retry);
+
+    // Another run sees none of them, and cannot reach them by id.
+    let project = store.project_by_name("app").await.unwrap().unwrap();
+    let (other_run, _) = store
+        .create_run(project.id, &run_of(vec![job("run", &[], 1)]), T0)
+        .await
+        .unwrap();
+    assert!(store.list_artifacts(other_run.id).await.unwrap().is_empty());
+    let error = store
+        .get_artifact(other_run.id, stored.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::NotFound {
+                entity: "artifact",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let error = store
+        .get_artifact(run_id, ArtifactId(stored.id.0 + 1000))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error:?}");
+}
+
+async fn artifact_input_is_checked_before_writing(db: &TestDb) {
+    let (store, ids) = store_with_jobs(db, vec![job("run", &[], 1)]).await;
+    let run_id = store.get_job(ids[0]).await.unwrap().run_id;
+    let good = artifact(ids[0], 1, "build", "out/app.txt", b"bytes");
+    let invalid = |error: StoreError| {
+        assert!(matches!(error, StoreError::InvalidInput(_)), "{error:?}");
+    };
+    for path in [
+        "",
+        "/etc/passwd",
+        "../escape",
+        "out/../../escape",
+        "out//app.txt",
+        "out/./app.txt",
+        "out/",
+        "out\\app.txt",
+        "out/app\ntxt",
+    ] {
+        let bad = NewArtifact {
+            path: path.to_owned(),
+            ..good.clone()
+        };
+        invalid(store.record_artifact(&bad, T0).await.unwrap_err());
+    }
+    for digest in ["", "abc", &"A".repeat(64), &"g".repeat(64)] {
+        let bad = NewArtifact {
+            sha256: digest.to_owned(),
+            ..good.clone()
+        };
+        invalid(store.record_artifact(&bad, T0).await.unwrap_err());
+    }
+    for bad in [
+        NewArtifact {
+            attempt: 0,
+            ..good.clone()
+        },
+        NewArtifact {
+            pipeline_job: " ".to_owned(),
+            ..good.clone()
+        },
+        NewArtifact {
+            mode: 0o10000,
+            ..good.clone()
+        },
+        NewArtifact {
+            size: u64::MAX,
+            ..good.clone()
+        },
+    ] {
+        invalid(store.record_artifact(&bad, T0).await.unwrap_err());
+    }
+    let error = store
+        .record_artifact(
+            &NewArtifact {
+                job_id: JobId(ids[0].0 + 1000),
+                ..good.clone()
+            },
+            T0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound { entity: "job", .. }),
+        "{error:?}"
+    );
+    assert!(store.list_artifacts(run_id).await.unwrap().is_empty());
+    // Large sizes and every permission bit round-trip.
+    let big = NewArtifact {
+        size: (1 << 40) + 3,
+        mode: 0o7777,
+        ..good
+    };
+    let stored = store.record_artifact(&big, T0).await.unwrap();
+    assert_eq!((stored.size, stored.mode), ((1 << 40) + 3, 0o7777));
 }

@@ -662,3 +662,130 @@ fn a_cancelled_run_stops_its_job_on_the_agent() {
     );
     assert!(!texts(&server.logs(id)).contains(&"line 40".to_string()));
 }
+
+#[test]
+fn artifacts_of_a_run_on_a_separate_agent_are_listed_and_downloaded_exactly() {
+    const BUILD: &str = "\
+jobs:
+  build:
+    steps:
+      - run: mkdir -p out && printf 'hello from the build job\\n' > out/app.txt
+    artifacts:
+      paths: [out/app.txt]
+";
+    const CONTENT: &[u8] = b"hello from the build job\n";
+    const SHA256: &str = "79c99b84b90642f575b4778192f0facb19e7b6d8abc40d6b7469d8f18038654a";
+    let repo = Repo::new(BUILD);
+    let server = Server::start(&repo.base.join("server"), &["--no-agent"]);
+    let token = server.agent_token("ci");
+    let _agent = Agent::start(&server, &token, "builder", &repo.base.join("agent"));
+    for name in ["shipping", "elsewhere"] {
+        server.admin(
+            "POST",
+            "/api/v1/projects",
+            Some(json!({"name": name, "repository": repo.bare.display().to_string()})),
+        );
+    }
+    let id = server.admin("POST", "/api/v1/projects/shipping/runs", Some(json!({})))["id"]
+        .as_i64()
+        .unwrap();
+    let run = server.wait_run(id, Duration::from_secs(120));
+    assert_eq!(run["state"], "succeeded", "{run}\n{}", server.log());
+
+    let listed = server.admin("GET", &format!("/api/v1/runs/{id}/artifacts"), None);
+    let listed = listed.as_array().expect("a list").clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let artifact = &listed[0];
+    assert_eq!(artifact["job"], "build");
+    assert_eq!(artifact["attempt"], 1);
+    assert_eq!(artifact["path"], "out/app.txt");
+    assert_eq!(artifact["sha256"], SHA256);
+    assert_eq!(artifact["size"], CONTENT.len());
+    let artifact_id = artifact["id"].as_i64().unwrap();
+
+    // A viewer of another project only: created by the admin, logged in through the web form.
+    server.admin(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"name": "outsider", "password": "a long outsider password"})),
+    );
+    server.admin(
+        "PUT",
+        "/api/v1/projects/elsewhere/members/outsider",
+        Some(json!({"role": "viewer"})),
+    );
+    let download = format!("{}/api/v1/runs/{id}/artifacts/{artifact_id}", server.url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let response = client
+            .get(&download)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(response.status().as_u16(), 200);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(header("content-type"), "application/octet-stream");
+        assert_eq!(
+            header("content-disposition"),
+            "attachment; filename=\"app.txt\""
+        );
+        assert_eq!(header("etag"), format!("\"sha256:{SHA256}\""));
+        assert_eq!(header("content-length"), CONTENT.len().to_string());
+        let bytes = response.bytes().await.expect("the bytes");
+        assert_eq!(&bytes[..], CONTENT, "the exact bytes the job wrote");
+
+        let login = client
+            .post(format!("{}/login", server.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("name=outsider&password=a+long+outsider+password")
+            .send()
+            .await
+            .expect("log in");
+        let cookie = login
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find(|value| value.starts_with("keelson_session="))
+            .and_then(|value| value.split(';').next())
+            .unwrap_or_else(|| panic!("no session cookie: {:?}", login.headers()))
+            .to_string();
+        let elsewhere = client
+            .get(format!("{}/api/v1/projects/elsewhere", server.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("own project");
+        assert_eq!(elsewhere.status().as_u16(), 200, "the session works");
+        for url in [
+            format!("{}/api/v1/runs/{id}/artifacts", server.url),
+            download,
+        ] {
+            let response = client
+                .get(&url)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .expect("outsider call");
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            assert_eq!(status, 404, "{url}: {body}");
+            assert!(!body.contains(SHA256), "{url} leaks the artifact: {body}");
+        }
+    });
+}
