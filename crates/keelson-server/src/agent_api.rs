@@ -20,7 +20,7 @@ use keelson_api::{
 use keelson_store::{JobId, LogLine, Status};
 
 use crate::auth::AgentCaller;
-use crate::convert::{status_of, store_stream};
+use crate::convert::{api_stream, status_of, store_stream};
 use crate::error::{Answer, Failure};
 use crate::state::{AppState, LiveEvent};
 
@@ -166,36 +166,44 @@ pub async fn logs(
     State(state): State<AppState>,
     _agent: AgentCaller,
     Path(job_id): Path<i64>,
-    Json(body): Json<LogBatch>,
+    raw: axum::body::Bytes,
 ) -> Answer<Json<LogAck>> {
+    // Parsed directly rather than through the `Json` extractor: batches are up to a few MB and
+    // the extractor's error-path tracking costs a large share of ingestion time.
+    let body: LogBatch = serde_json::from_slice(&raw).map_err(|error| {
+        Failure::invalid(format!(
+            "the log batch is not valid JSON: {error} (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
+    })?;
+    drop(raw);
+    let bytes: usize = body.lines.iter().map(|line| line.text.len() + 1).sum();
+    let count = body.lines.len();
     let lines: Vec<LogLine> = body
         .lines
-        .iter()
-        .map(|line: &AgentLogLine| LogLine {
-            job: line.job.clone(),
+        .into_iter()
+        .map(|line: AgentLogLine| LogLine {
+            job: line.job,
             stream: store_stream(line.stream),
-            text: line.text.clone(),
+            text: line.text,
         })
         .collect();
     let acked = state
         .store()
         .append_log(JobId(job_id), body.attempt, body.first_seq, &lines)
         .await?;
-    let bytes: usize = body.lines.iter().map(|line| line.text.len() + 1).sum();
-    state
-        .metrics()
-        .log_ingested(body.lines.len() as u64, bytes as u64);
-    if !body.lines.is_empty() {
+    state.metrics().log_ingested(count as u64, bytes as u64);
+    if !lines.is_empty() && state.has_listeners() {
         let job = state.store().get_job(JobId(job_id)).await?;
-        let infos: Vec<LogLineInfo> = body
-            .lines
+        let infos: Vec<LogLineInfo> = lines
             .into_iter()
             .enumerate()
             .map(|(index, line)| LogLineInfo {
                 attempt: body.attempt,
                 seq: body.first_seq + index as i64,
                 job: line.job,
-                stream: line.stream,
+                stream: api_stream(line.stream),
                 text: line.text,
             })
             .collect();

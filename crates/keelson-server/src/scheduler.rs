@@ -128,7 +128,6 @@ pub async fn start_run(
     project: &Project,
     request: StartRequest,
 ) -> Answer<Started> {
-    let now = state.now();
     let mirror = state
         .repos()
         .fetch(&project.repository)
@@ -208,6 +207,9 @@ pub async fn start_run(
         },
     };
 
+    // The run is created (and its job queued) now, after the fetch and the pipeline load: its
+    // `created_at` is when it became leasable, which dispatch latency is measured from.
+    let now = state.now();
     let (run, _) = state.store().create_run(project.id, &new_run, now).await?;
     state.metrics().run_started(&request.trigger);
     if let Some(reason) = failure {

@@ -152,6 +152,11 @@ impl AppState {
         let _ = self.inner.live.send(event);
     }
 
+    /// Whether anyone listens to live events (saves building events nobody reads).
+    pub fn has_listeners(&self) -> bool {
+        self.inner.live.receiver_count() > 0
+    }
+
     /// Subscribes to live events.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.inner.live.subscribe()

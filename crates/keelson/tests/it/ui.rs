@@ -404,7 +404,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "chromedriver did not become ready within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -454,7 +454,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the redirect to the login form",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return location.pathname === '/login' && document.getElementById('login-form') !== null;",
         )
         .await;
@@ -467,7 +467,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     let error = browser
         .wait_for(
             "the failed-login message",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "var e = document.getElementById('login-error'); return e && e.textContent;",
         )
         .await;
@@ -479,7 +479,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the project page after logging in",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return location.pathname === '/projects/demo' && document.getElementById('run-now') !== null;",
         )
         .await;
@@ -487,7 +487,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the projects list",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return document.querySelector('#projects a.project-link') !== null;",
         )
         .await;
@@ -496,7 +496,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the project page",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return document.getElementById('run-now') !== null;",
         )
         .await;
@@ -507,7 +507,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the run page",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             "return /^\\/runs\\/\\d+$/.test(location.pathname) && document.getElementById('run') !== null;",
         )
         .await;
@@ -560,7 +560,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the run's status to show running",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return document.getElementById('run-status').textContent === 'running';",
         )
         .await;
@@ -590,7 +590,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the cancelled run in the runs list",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "var b = document.querySelector('#runs tbody tr .badge'); return b && b.textContent === 'cancelled';",
         )
         .await;
@@ -599,7 +599,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the embedded agent on the agents page",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return document.querySelectorAll('#agents tbody tr').length >= 1;",
         )
         .await;
@@ -610,7 +610,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the login form after logging out",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return location.pathname === '/login';",
         )
         .await;
@@ -618,7 +618,7 @@ async fn log_in_run_watch_live_logs_and_cancel_in_chromium() {
     browser
         .wait_for(
             "the login form for a page after logging out",
-            Duration::from_secs(15),
+            Duration::from_secs(45),
             "return location.pathname === '/login';",
         )
         .await;
