@@ -23,8 +23,10 @@
 //!   `failed` if any failed, else `cancelled` if any was cancelled, else `succeeded`. Pipeline
 //!   jobs still open when their run ends are closed (cancelled, or failed/skipped).
 //! - Log lines are numbered per (job, attempt) from 1; appends are idempotent and never leave
-//!   gaps. A finished attempt's lines can be archived into one NDJSON blob; the archive record
-//!   and the row deletion commit together and [`Store::read_log`] reads either transparently.
+//!   gaps. Each accepted batch is stored as one chunk already in the archive's NDJSON form, so a
+//!   finished attempt is archived into one NDJSON blob by concatenating its chunks; the archive
+//!   record and the chunk deletion commit together and [`Store::read_log`] reads either
+//!   transparently.
 //! - A run's artifact files are recorded once per (run, attempt, pipeline job, path): an
 //!   identical resend returns the stored record, other content for the same key is a
 //!   [`StoreError::Conflict`]; their bytes live in the blob store.

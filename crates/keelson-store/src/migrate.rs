@@ -10,21 +10,55 @@ use sqlx::{PgPool, SqlitePool};
 use crate::error::StoreError;
 use crate::model::UnixMillis;
 
-/// One schema change. Its statements are written once for both backends; `{id}` stands for an
-/// auto-numbered primary key column, the one spelling the two disagree on.
+/// One schema change. Its statements are written once for both backends; placeholders stand
+/// for the few spellings the two disagree on (see [`Spelling`]).
 pub(crate) struct Migration {
     pub(crate) version: i64,
     pub(crate) name: &'static str,
     pub(crate) statements: &'static [&'static str],
 }
 
-/// `statement` with `{id}` spelled for a backend.
-fn for_backend(statement: &str, identity: &str) -> String {
-    statement.replace("{id}", identity)
+/// How a backend spells each placeholder a migration statement may contain.
+struct Spelling {
+    /// `{id}`: an auto-numbered primary key column.
+    identity: &'static str,
+    /// `{log_line_ndjson}`: a `log_lines` row (columns `seq`, `pipeline_job`, `stream`, `text`)
+    /// as one NDJSON line of the log archive format, `{"seq", "job", "stream", "text"}` and a
+    /// newline.
+    log_line_ndjson: &'static str,
+    /// `{log_chunk_compression}`: one statement choosing how `log_chunks.body` is compressed.
+    log_chunk_compression: &'static str,
 }
 
-const SQLITE_IDENTITY: &str = "INTEGER PRIMARY KEY AUTOINCREMENT";
-const POSTGRES_IDENTITY: &str = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY";
+const SQLITE: Spelling = Spelling {
+    identity: "INTEGER PRIMARY KEY AUTOINCREMENT",
+    log_line_ndjson: "json_object('seq', seq, 'job', pipeline_job, 'stream', stream, \
+                      'text', text) || char(10)",
+    // SQLite never compresses.
+    log_chunk_compression: "SELECT 1",
+};
+
+const POSTGRES: Spelling = Spelling {
+    identity: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    log_line_ndjson: "json_build_object('seq', seq, 'job', pipeline_job, 'stream', stream, \
+                      'text', text)::text || chr(10)",
+    // TOAST's default pglz halves ingestion speed for ~1 MiB chunks; lz4 (PostgreSQL 14+ built
+    // with it) costs little, and where it is missing chunks are stored uncompressed, like the
+    // NDJSON archives they become.
+    log_chunk_compression: "DO $$ BEGIN
+            EXECUTE 'ALTER TABLE log_chunks ALTER COLUMN body SET COMPRESSION lz4';
+        EXCEPTION WHEN OTHERS THEN
+            ALTER TABLE log_chunks ALTER COLUMN body SET STORAGE EXTERNAL;
+        END $$",
+};
+
+/// `statement` with its placeholders spelled for a backend.
+fn for_backend(statement: &str, spelling: &Spelling) -> String {
+    statement
+        .replace("{id}", spelling.identity)
+        .replace("{log_line_ndjson}", spelling.log_line_ndjson)
+        .replace("{log_chunk_compression}", spelling.log_chunk_compression)
+}
 
 /// All migrations, oldest first.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -208,6 +242,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             UNIQUE (run_id, attempt, pipeline_job, path)
         )"],
     },
+    Migration {
+        version: 4,
+        name: "log chunks: one row per accepted log batch, in archive NDJSON form",
+        statements: &[
+            // `body` holds lines first_seq..=last_seq, one archive-format NDJSON line each.
+            "CREATE TABLE log_chunks (
+            job_id BIGINT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            attempt BIGINT NOT NULL,
+            first_seq BIGINT NOT NULL,
+            last_seq BIGINT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (job_id, attempt, first_seq)
+        )",
+            "{log_chunk_compression}",
+            // Lines stored one row each become one-line chunks, keeping their numbers.
+            "INSERT INTO log_chunks (job_id, attempt, first_seq, last_seq, body)
+         SELECT job_id, attempt, seq, seq, {log_line_ndjson} FROM log_lines",
+            "DROP TABLE log_lines",
+        ],
+    },
 ];
 
 /// The schema version this binary brings a database to.
@@ -268,7 +322,7 @@ async fn apply_sqlite(
             continue;
         }
         for statement in migration.statements {
-            sqlx::query(sqlx::AssertSqlSafe(for_backend(statement, SQLITE_IDENTITY)))
+            sqlx::query(sqlx::AssertSqlSafe(for_backend(statement, &SQLITE)))
                 .execute(&mut *transaction)
                 .await
                 .map_err(|source| migration_error(migration, source))?;
@@ -288,6 +342,16 @@ async fn apply_sqlite(
 /// Brings a PostgreSQL database (the schema first on its `search_path`) up to
 /// [`latest_schema_version`].
 pub(crate) async fn migrate_postgres(pool: &PgPool, now: UnixMillis) -> Result<(), StoreError> {
+    apply_postgres(pool, now, MIGRATIONS).await
+}
+
+/// Applies the pending ones of `migrations` (a prefix of [`MIGRATIONS`]) to a PostgreSQL
+/// database.
+async fn apply_postgres(
+    pool: &PgPool,
+    now: UnixMillis,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
     {
         // Even `CREATE TABLE IF NOT EXISTS` can fail when two servers run it at once, so the
         // bookkeeping table is created under the same lock as the migrations.
@@ -300,7 +364,7 @@ pub(crate) async fn migrate_postgres(pool: &PgPool, now: UnixMillis) -> Result<(
             .await?;
         transaction.commit().await?;
     }
-    for migration in MIGRATIONS {
+    for migration in migrations {
         let mut transaction = pool.begin().await?;
         // Serialises concurrent migrators; released at commit or rollback.
         sqlx::query(POSTGRES_MIGRATION_LOCK)
@@ -314,13 +378,10 @@ pub(crate) async fn migrate_postgres(pool: &PgPool, now: UnixMillis) -> Result<(
             continue;
         }
         for statement in migration.statements {
-            sqlx::query(sqlx::AssertSqlSafe(for_backend(
-                statement,
-                POSTGRES_IDENTITY,
-            )))
-            .execute(&mut *transaction)
-            .await
-            .map_err(|source| migration_error(migration, source))?;
+            sqlx::query(sqlx::AssertSqlSafe(for_backend(statement, &POSTGRES)))
+                .execute(&mut *transaction)
+                .await
+                .map_err(|source| migration_error(migration, source))?;
         }
         sqlx::query(RECORD_MIGRATION)
             .bind(migration.version)
@@ -344,9 +405,247 @@ fn migration_error(migration: &Migration, source: sqlx::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::postgres::PgPoolOptions;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
-    use super::{MIGRATIONS, apply_sqlite};
+    use super::{MIGRATIONS, apply_postgres, apply_sqlite};
+    use crate::blob::BlobStore;
+    use crate::model::{JobId, LogLine, LogStream, StoredLogLine};
+    use crate::store::Store;
+
+    /// A schema-3 database's log rows: job 1 finished (attempt 1, two lines), job 2 running at
+    /// attempt 2 (one line of attempt 1, two of attempt 2). A fresh database numbers the
+    /// project, run and jobs from 1 (PostgreSQL refuses explicit identity values).
+    const SCHEMA_3_LOG_ROWS: &[&str] = &[
+        "INSERT INTO projects (name, repository, created_at) VALUES ('app', '/r', 0)",
+        "INSERT INTO runs (project_id, number, trigger_kind, status, created_at)
+         VALUES (1, 1, 'manual', 'running', 0)",
+        "INSERT INTO jobs (run_id, name, status, attempt, max_attempts, created_at)
+         VALUES (1, 'build', 'succeeded', 1, 1, 0)",
+        "INSERT INTO jobs (run_id, name, status, attempt, max_attempts, created_at)
+         VALUES (1, 'test', 'running', 2, 2, 0)",
+        "INSERT INTO log_lines (job_id, attempt, seq, pipeline_job, stream, text)
+         VALUES (1, 1, 1, NULL, 'system', 'one')",
+        "INSERT INTO log_lines (job_id, attempt, seq, pipeline_job, stream, text)
+         VALUES (1, 1, 2, 'build', 'stderr',
+                 'quote \" back\\slash ✓ {\"a\": [1]} \u{1b}[31m\ttab''s end')",
+        "INSERT INTO log_lines (job_id, attempt, seq, pipeline_job, stream, text)
+         VALUES (2, 1, 1, 'test', 'stdout', 'first attempt')",
+        "INSERT INTO log_lines (job_id, attempt, seq, pipeline_job, stream, text)
+         VALUES (2, 2, 1, 'test', 'stdout', 'second attempt a')",
+        "INSERT INTO log_lines (job_id, attempt, seq, pipeline_job, stream, text)
+         VALUES (2, 2, 2, 'test', 'stdout', 'second attempt b')",
+    ];
+
+    fn stored(
+        attempt: i64,
+        seq: i64,
+        job: Option<&str>,
+        stream: LogStream,
+        text: &str,
+    ) -> StoredLogLine {
+        StoredLogLine {
+            attempt,
+            seq,
+            job: job.map(str::to_owned),
+            stream,
+            text: text.to_owned(),
+        }
+    }
+
+    /// What [`SCHEMA_3_LOG_ROWS`] must read as once the store has migrated past version 3, and
+    /// that the converted lines behave like any others: appended to, resent over, archived.
+    async fn check_converted_logs(store: &Store) {
+        let blob_dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::new(blob_dir.path());
+        let job_1 = [
+            stored(1, 1, None, LogStream::System, "one"),
+            stored(
+                1,
+                2,
+                Some("build"),
+                LogStream::Stderr,
+                "quote \" back\\slash ✓ {\"a\": [1]} \u{1b}[31m\ttab's end",
+            ),
+        ];
+        assert_eq!(
+            store
+                .read_log(JobId(1), None, 1, 100, &blobs)
+                .await
+                .unwrap(),
+            job_1
+        );
+        assert_eq!(
+            store
+                .read_log(JobId(1), Some(1), 2, 100, &blobs)
+                .await
+                .unwrap(),
+            job_1[1..]
+        );
+        assert_eq!(store.last_log_seq(JobId(1), 1).await.unwrap(), 2);
+        assert_eq!(store.log_attempts(JobId(2)).await.unwrap(), [1, 2]);
+        assert_eq!(store.last_log_seq(JobId(2), 2).await.unwrap(), 2);
+
+        let resent = [
+            LogLine {
+                job: Some("test".to_owned()),
+                stream: LogStream::Stdout,
+                text: "second attempt b".to_owned(),
+            },
+            LogLine {
+                job: None,
+                stream: LogStream::System,
+                text: "after the upgrade".to_owned(),
+            },
+        ];
+        assert_eq!(store.append_log(JobId(2), 2, 2, &resent).await.unwrap(), 3);
+        assert_eq!(
+            store
+                .read_log(JobId(2), None, 1, 100, &blobs)
+                .await
+                .unwrap(),
+            [
+                stored(1, 1, Some("test"), LogStream::Stdout, "first attempt"),
+                stored(2, 1, Some("test"), LogStream::Stdout, "second attempt a"),
+                stored(2, 2, Some("test"), LogStream::Stdout, "second attempt b"),
+                stored(2, 3, None, LogStream::System, "after the upgrade"),
+            ]
+        );
+
+        let digest = store
+            .archive_log(JobId(1), 1, &blobs)
+            .await
+            .unwrap()
+            .unwrap();
+        let archive = String::from_utf8(blobs.get(&digest).await.unwrap()).unwrap();
+        let objects: Vec<serde_json::Value> = archive
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(
+            objects,
+            [
+                serde_json::json!({"seq": 1, "job": null, "stream": "system", "text": "one"}),
+                serde_json::json!({
+                    "seq": 2,
+                    "job": "build",
+                    "stream": "stderr",
+                    "text": job_1[1].text,
+                }),
+            ]
+        );
+        assert_eq!(
+            store
+                .read_log(JobId(1), None, 1, 100, &blobs)
+                .await
+                .unwrap(),
+            job_1
+        );
+    }
+
+    /// Log lines written one row each before version 4 stay readable (as one-line chunks) on
+    /// SQLite, and the old table is gone.
+    #[tokio::test]
+    async fn migration_4_turns_log_rows_into_chunks_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        apply_sqlite(&pool, 1, &MIGRATIONS[..3]).await.unwrap();
+        for statement in SCHEMA_3_LOG_ROWS {
+            sqlx::query(*statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(&path.display().to_string()).await.unwrap();
+        check_converted_logs(&store).await;
+        store.close().await;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+        let old_table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'log_lines'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        assert_eq!(old_table, None, "the per-line log table is gone");
+        pool.close().await;
+    }
+
+    /// The same upgrade on PostgreSQL (its own spelling of the conversion), in a fresh schema
+    /// on the server named by `KEELSON_TEST_POSTGRES_URL`; required when `CI` is set.
+    #[tokio::test]
+    async fn migration_4_turns_log_rows_into_chunks_on_postgres() {
+        let Ok(admin_url) = std::env::var("KEELSON_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but KEELSON_TEST_POSTGRES_URL is not"
+            );
+            return;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!("keelson_migrate_test_{}_{nanos}", std::process::id());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        apply_postgres(&pool, 1, &MIGRATIONS[..3]).await.unwrap();
+        for statement in SCHEMA_3_LOG_ROWS {
+            sqlx::query(*statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(&url).await.unwrap();
+        check_converted_logs(&store).await;
+        store.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let (compression, storage): (String, String) = sqlx::query_as(
+            "SELECT attcompression::text, attstorage::text FROM pg_attribute
+             WHERE attrelid = 'log_chunks'::regclass AND attname = 'body'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            compression == "l" || storage == "e",
+            "chunk bodies are lz4-compressed or stored plain: {compression:?}, {storage:?}"
+        );
+        pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+    }
 
     /// A database written by the first release keeps its log lines, as attempt 1, and its runs
     /// get empty variables and no concurrency group.
@@ -375,7 +674,7 @@ mod tests {
             sqlx::query(statement).execute(&pool).await.unwrap();
         }
 
-        apply_sqlite(&pool, 2, MIGRATIONS).await.unwrap();
+        apply_sqlite(&pool, 2, &MIGRATIONS[..2]).await.unwrap();
         let lines: Vec<(i64, i64, Option<String>, String, String)> = sqlx::query_as(
             "SELECT attempt, seq, pipeline_job, stream, text FROM log_lines ORDER BY seq",
         )

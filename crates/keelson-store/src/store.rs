@@ -95,9 +95,6 @@ trait Dialect {
     const LOCK_JOB: &'static str;
     /// Locks or selects the run row: its status and pending cancel reason.
     const LOCK_RUN: &'static str;
-    /// Inserts the JSON array `$4` of `[stream, text, job]` triples as log lines of job `$1`,
-    /// attempt `$2`, numbered from `$3`, in one statement.
-    const APPEND_LOG: &'static str;
     /// Starts a transaction that holds the write lock from its first statement.
     async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
 }
@@ -107,13 +104,6 @@ impl Dialect for SqlitePool {
     const LEASE: &'static str = lease_candidates!("SELECT value FROM json_each($4)", "");
     const LOCK_JOB: &'static str = "SELECT status, attempt FROM jobs WHERE id = $1";
     const LOCK_RUN: &'static str = "SELECT status, cancel_reason FROM runs WHERE id = $1";
-    const APPEND_LOG: &'static str =
-        "INSERT INTO log_lines (job_id, attempt, seq, stream, text, pipeline_job)
-        SELECT $1, $2, $3 + line.key, json_extract(line.value, '$[0]'),
-               json_extract(line.value, '$[1]'), json_extract(line.value, '$[2]')
-        FROM json_each($4) AS line
-        WHERE true
-        ON CONFLICT (job_id, attempt, seq) DO NOTHING";
 
     async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.begin_with("BEGIN IMMEDIATE").await
@@ -129,12 +119,6 @@ impl Dialect for PgPool {
     const LOCK_JOB: &'static str = "SELECT status, attempt FROM jobs WHERE id = $1 FOR UPDATE";
     const LOCK_RUN: &'static str =
         "SELECT status, cancel_reason FROM runs WHERE id = $1 FOR UPDATE";
-    const APPEND_LOG: &'static str =
-        "INSERT INTO log_lines (job_id, attempt, seq, stream, text, pipeline_job)
-        SELECT $1, $2, $3 + line.position - 1, line.triple ->> 0, line.triple ->> 1,
-               line.triple ->> 2
-        FROM json_array_elements($4::json) WITH ORDINALITY AS line (triple, position)
-        ON CONFLICT (job_id, attempt, seq) DO NOTHING";
 
     async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.begin().await
@@ -1412,7 +1396,6 @@ trait DialectSql {
     fn lease_sql(&self) -> &'static str;
     fn lock_job_sql(&self) -> &'static str;
     fn lock_run_sql(&self) -> &'static str;
-    fn append_log_sql(&self) -> &'static str;
 }
 
 impl<T: Dialect> DialectSql for T {
@@ -1424,9 +1407,6 @@ impl<T: Dialect> DialectSql for T {
     }
     fn lock_run_sql(&self) -> &'static str {
         T::LOCK_RUN
-    }
-    fn append_log_sql(&self) -> &'static str {
-        T::APPEND_LOG
     }
 }
 

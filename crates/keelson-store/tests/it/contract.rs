@@ -83,6 +83,7 @@ contract!(
     a_stale_attempt_cannot_heartbeat_complete_or_log,
     logs_are_kept_per_attempt,
     archived_log_reads_back_from_the_blob_and_leaves_sql,
+    log_reads_and_archives_span_many_chunks,
     extend_running_leases_gives_agents_a_grace_period,
     job_counts_cover_every_status,
     users_are_unique_by_name,
@@ -1617,9 +1618,9 @@ async fn archived_log_reads_back_from_the_blob_and_leaves_sql(db: &TestDb) {
         .unwrap()
         .expect("attempt 1 has lines");
     assert_eq!(
-        db.log_row_count(job_id.0).await,
+        db.log_chunk_count(job_id.0).await,
         1,
-        "only attempt 2's line is left in SQL"
+        "only attempt 2's chunk is left in SQL"
     );
     let archived = String::from_utf8(blobs.get(&digest).await.unwrap()).unwrap();
     let objects: Vec<serde_json::Value> = archived
@@ -1657,7 +1658,7 @@ async fn archived_log_reads_back_from_the_blob_and_leaves_sql(db: &TestDb) {
         .unwrap();
     let second_digest = store.archive_log(job_id, 2, &blobs).await.unwrap();
     assert!(second_digest.is_some());
-    assert_eq!(db.log_row_count(job_id.0).await, 0);
+    assert_eq!(db.log_chunk_count(job_id.0).await, 0);
     assert_eq!(
         store.read_log(job_id, None, 1, 100, &blobs).await.unwrap(),
         before
@@ -1680,6 +1681,159 @@ async fn archived_log_reads_back_from_the_blob_and_leaves_sql(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::Blob(_)), "{error:?}");
+}
+
+/// Each accepted batch is one chunk; reads pick lines out of the right chunks whatever the
+/// starting seq and limit (across more chunks than one query fetches), and two archivers racing
+/// over many chunks agree on one blob.
+async fn log_reads_and_archives_span_many_chunks(db: &TestDb) {
+    let (store, ids) = store_with_jobs(db, vec![job("long", &[], 2)]).await;
+    let job_id = ids[0];
+    let (_blob_dir, blobs) = blob_store();
+    store.lease_job("agent-a", &[], T0, TTL).await.unwrap();
+    let mut sent: Vec<LogLine> = Vec::new();
+    for batch in 0..30 {
+        let size: i64 = batch % 5 + 1;
+        let first_seq = i64::try_from(sent.len()).unwrap() + 1;
+        let lines: Vec<LogLine> = (0..size)
+            .map(|index| {
+                line(
+                    Some("long"),
+                    LogStream::Stdout,
+                    &format!("b{batch} l{index}"),
+                )
+            })
+            .collect();
+        let acknowledged = first_seq - 1 + size;
+        assert_eq!(
+            store
+                .append_log(job_id, 1, first_seq, &lines)
+                .await
+                .unwrap(),
+            acknowledged
+        );
+        // The acknowledgement was lost: the agent resends, from one line earlier when it can.
+        let resend_from = (first_seq - 1).max(1);
+        let mut resent = sent[usize::try_from(resend_from - 1).unwrap()..].to_vec();
+        resent.extend(lines.iter().cloned());
+        assert_eq!(
+            store
+                .append_log(job_id, 1, resend_from, &resent)
+                .await
+                .unwrap(),
+            acknowledged
+        );
+        sent.extend(lines);
+    }
+    let error = store
+        .append_log(job_id, 1, i64::MAX, &sent[..2])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::InvalidInput(_)), "{error:?}");
+    assert_eq!(
+        db.log_chunk_count(job_id.0).await,
+        30,
+        "one chunk per accepted batch"
+    );
+    let total = i64::try_from(sent.len()).unwrap();
+    assert_eq!(store.last_log_seq(job_id, 1).await.unwrap(), total);
+
+    let expected = |from_seq: i64, limit: usize| -> Vec<(i64, String)> {
+        (1..)
+            .zip(&sent)
+            .filter(|(seq, _)| *seq >= from_seq)
+            .take(limit)
+            .map(|(seq, sent)| (seq, sent.text.clone()))
+            .collect()
+    };
+    for from_seq in [-3, 1, 2, 7, 44, total, total + 1] {
+        for limit in [0_u32, 1, 3, 17, 1_000] {
+            let read: Vec<(i64, String)> = store
+                .read_log(job_id, Some(1), from_seq, limit, &blobs)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|stored| (stored.seq, stored.text))
+                .collect();
+            assert_eq!(
+                read,
+                expected(from_seq, usize::try_from(limit).unwrap()),
+                "from {from_seq}, limit {limit}"
+            );
+        }
+    }
+
+    store.reap_expired(T0 + 30_000).await.unwrap();
+    store
+        .lease_job("agent-b", &[], T0 + 30_001, TTL)
+        .await
+        .unwrap();
+    for text in ["c1", "c2"] {
+        let next = store.last_log_seq(job_id, 2).await.unwrap() + 1;
+        store
+            .append_log(job_id, 2, next, &[line(None, LogStream::System, text)])
+            .await
+            .unwrap();
+    }
+    let keys = |lines: Vec<keelson_store::StoredLogLine>| -> Vec<(i64, i64)> {
+        lines
+            .into_iter()
+            .map(|stored| (stored.attempt, stored.seq))
+            .collect()
+    };
+    let before = store
+        .read_log(job_id, None, total - 1, 100, &blobs)
+        .await
+        .unwrap();
+    assert_eq!(keys(before.clone()), [(1, total - 1), (1, total)]);
+    let before_all = store
+        .read_log(job_id, None, 2, 1_000, &blobs)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(before_all.clone()).last(),
+        Some(&(2, 2)),
+        "then attempt 2 from its seq 2"
+    );
+    assert_eq!(before_all.len(), (sent.len() - 1) + 1);
+    assert_eq!(
+        keys(store.read_log(job_id, None, 2, 5, &blobs).await.unwrap()),
+        (2..=6).map(|seq| (1, seq)).collect::<Vec<_>>()
+    );
+
+    let (first, second) = tokio::join!(
+        store.archive_log(job_id, 1, &blobs),
+        store.archive_log(job_id, 1, &blobs)
+    );
+    let digest = first.unwrap().expect("attempt 1 has lines");
+    assert_eq!(
+        second.unwrap(),
+        Some(digest.clone()),
+        "racing archivers agree"
+    );
+    assert_eq!(
+        db.log_chunk_count(job_id.0).await,
+        2,
+        "attempt 2's chunks stay"
+    );
+    let archived = String::from_utf8(blobs.get(&digest).await.unwrap()).unwrap();
+    assert_eq!(archived.lines().count(), sent.len());
+    assert_eq!(
+        store
+            .read_log(job_id, None, 2, 1_000, &blobs)
+            .await
+            .unwrap(),
+        before_all,
+        "the archive reads as the chunks did"
+    );
+    assert_eq!(
+        store
+            .read_log(job_id, None, total - 1, 100, &blobs)
+            .await
+            .unwrap(),
+        before
+    );
+    assert_eq!(store.last_log_seq(job_id, 1).await.unwrap(), total);
 }
 
 async fn extend_running_leases_gives_agents_a_grace_period(db: &TestDb) {

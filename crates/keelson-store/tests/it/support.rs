@@ -152,9 +152,10 @@ impl TestDb {
         }
     }
 
-    /// How many rows of `log_lines` the job has, read behind the store's back.
-    pub async fn log_row_count(&self, job_id: i64) -> i64 {
-        let sql = "SELECT COUNT(*) FROM log_lines WHERE job_id = $1";
+    /// How many `log_chunks` rows (one per accepted batch) the job has, read behind the
+    /// store's back.
+    pub async fn log_chunk_count(&self, job_id: i64) -> i64 {
+        let sql = "SELECT COUNT(*) FROM log_chunks WHERE job_id = $1";
         match self {
             TestDb::Sqlite { path, .. } => {
                 let mut connection =
