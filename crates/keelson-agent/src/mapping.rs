@@ -119,24 +119,7 @@ pub fn log_stream(stream: Stream) -> LogStream {
     }
 }
 
-/// A duration the way the plain renderer prints it: `850ms`, `1.2s`, `2m05s`, `1h02m03s`.
-/// (Re-implemented here: the renderer lives in the binary crate.)
-pub fn format_duration(ms: u64) -> String {
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let tenths = (ms + 50) / 100;
-    if tenths < 600 {
-        return format!("{}.{}s", tenths / 10, tenths % 10);
-    }
-    let secs = (ms + 500) / 1000;
-    let (hours, minutes, seconds) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if hours > 0 {
-        format!("{hours}h{minutes:02}m{seconds:02}s")
-    } else {
-        format!("{minutes}m{seconds:02}s")
-    }
-}
+pub use keelson_core::format_duration;
 
 fn step_finished_text(
     name: &str,

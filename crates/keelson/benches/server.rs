@@ -123,9 +123,11 @@ fn main() {
         answered.p50, answered.p99
     );
     println!(
-        "     stamped when the request is handled, before the server fetches the repository, resolves the ref"
+        "     stamped when the run is queued, after the server fetched the repository, resolved the ref and"
     );
-    println!("     and loads the pipeline, so that work is inside the dispatch latency above)");
+    println!(
+        "     loaded the pipeline: that run-creation work is in the POST's time, not in the dispatch latency)"
+    );
 
     let alone_runs = dispatch_steady(&api, &server, "bench", ALONE, 1);
     let alone = Percentiles::of(alone_runs.latencies_ms);

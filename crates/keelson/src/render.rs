@@ -238,23 +238,7 @@ fn at_ms(event: &Event) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Pure formatting
 
-/// Formats a duration: `850ms`, `12.3s`, `2m05s`, `1h02m05s`.
-pub fn format_duration(ms: u64) -> String {
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let tenths = (ms + 50) / 100;
-    if tenths < 600 {
-        return format!("{}.{}s", tenths / 10, tenths % 10);
-    }
-    let secs = (ms + 500) / 1000;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m:02}m{s:02}s")
-    } else {
-        format!("{m}m{s:02}s")
-    }
-}
+pub use keelson_core::format_duration;
 
 /// Coarser elapsed time for spinners (`4s`, `2m05s`), so the column doesn't flicker.
 fn format_elapsed(ms: u64) -> String {
