@@ -11,8 +11,7 @@ use keelson_pipeline::model::Pipeline;
 use keelson_pipeline::plan::Plan;
 use keelson_pipeline::source::SourceMap;
 
-/// Pipeline file names, in the order they are looked for (as `keelson run` does).
-pub const PIPELINE_FILES: &[&str] = &[".keelson.yml", ".keelson.yaml"];
+pub use keelson_pipeline::load::PIPELINE_FILES;
 
 /// A pipeline ready to run.
 #[derive(Debug)]

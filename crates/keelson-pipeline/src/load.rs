@@ -19,6 +19,10 @@ use crate::source::{SourceMap, Span};
 use crate::validate;
 use crate::yaml::{self, Node, NodeKind, Style};
 
+/// The pipeline file names, in the order they are looked for in a project's root (`keelson run`,
+/// the server reading a commit, and agents all use this list).
+pub const PIPELINE_FILES: &[&str] = &[".keelson.yml", ".keelson.yaml"];
+
 /// Reads included files. `path` is as written in `include:`, relative to the project root.
 pub trait SourceLoader {
     /// Returns the file's text, or an error message (e.g. "no such file").

@@ -19,6 +19,7 @@ use keelson_api::{
 };
 use keelson_store::{JobId, LogLine, Status};
 
+use crate::api::check_name_up_to;
 use crate::auth::AgentCaller;
 use crate::convert::{api_stream, status_of, store_stream};
 use crate::error::{Answer, Failure};
@@ -27,30 +28,15 @@ use crate::state::{AppState, LiveEvent};
 /// Longest accepted agent name and label.
 const MAX_NAME: usize = 128;
 
-fn check_name(name: &str, what: &str) -> Answer<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::invalid(format!(
-            "{what} must be 1–{MAX_NAME} letters, digits, `-`, `_` or `.`"
-        )))
-    }
-}
-
 /// `POST /api/v1/agent/register`.
 pub async fn register(
     State(state): State<AppState>,
     _agent: AgentCaller,
     Json(body): Json<RegisterAgent>,
 ) -> Answer<Json<AgentRegistered>> {
-    check_name(&body.name, "the agent name")?;
+    check_name_up_to(&body.name, "the agent name", MAX_NAME)?;
     for label in &body.labels {
-        check_name(label, "a label")?;
+        check_name_up_to(label, "a label", MAX_NAME)?;
     }
     let mut labels = body.labels.clone();
     labels.sort();

@@ -21,10 +21,15 @@ use crate::state::{AppState, LiveEvent};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Checks a project, user or token name.
+/// Checks a project, user or token name: 1–64 letters, digits, `-`, `_` or `.`.
 pub fn check_name(name: &str, what: &str) -> Answer<()> {
+    check_name_up_to(name, what, 64)
+}
+
+/// Checks a name of at most `max` letters, digits, `-`, `_` or `.`, not starting with `.`.
+pub fn check_name_up_to(name: &str, what: &str, max: usize) -> Answer<()> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= max
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -33,7 +38,7 @@ pub fn check_name(name: &str, what: &str) -> Answer<()> {
         Ok(())
     } else {
         Err(Failure::invalid(format!(
-            "{what} must be 1–64 letters, digits, `-`, `_` or `.` (not starting with `.`)"
+            "{what} must be 1–{max} letters, digits, `-`, `_` or `.` (not starting with `.`)"
         )))
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - After a job ends (completed, reaped, cancelled while queued), its attempt's log is archived
-//!   to the blob store and no pipeline job of the run is left `queued` or `running`.
+//!   to the blob store (the store itself leaves no pipeline job of an ended run `queued` or
+//!   `running`).
 //! - At start, leases of running jobs are extended by one TTL, so agents that kept working while
 //!   the server was down can report back instead of being reaped at once.
 
@@ -26,7 +27,8 @@ pub async fn job_ended(state: &AppState, job_id: JobId, attempt: i64) -> Answer<
         tracing::warn!(job = job_id.0, attempt, %error, "cannot archive the log");
     }
     if job.status.is_terminal() {
-        settle_pipeline_jobs(state, job.run_id, job.status).await?;
+        // The store has already closed the run's unfinished pipeline jobs, in the transaction
+        // that gave the run its final status.
         if let (Some(started), Some(finished)) = (job.started_at, job.finished_at) {
             state
                 .metrics()
@@ -40,26 +42,6 @@ pub async fn job_ended(state: &AppState, job_id: JobId, attempt: i64) -> Answer<
         run_id: job.run_id.0,
     });
     state.wake_agents();
-    Ok(())
-}
-
-/// Marks pipeline jobs still queued or running once the leased job has ended.
-async fn settle_pipeline_jobs(state: &AppState, run_id: RunId, ended: Status) -> Answer<()> {
-    let now = state.now();
-    for job in state.store().list_pipeline_jobs(run_id).await? {
-        let (status, reason) = match (job.status, ended) {
-            (Status::Running, Status::Cancelled) | (Status::Queued, Status::Cancelled) => {
-                (Status::Cancelled, "the run was cancelled")
-            }
-            (Status::Running, _) => (Status::Failed, "the job's agent stopped before it ended"),
-            (Status::Queued, _) => (Status::Skipped, "not started: the run ended"),
-            _ => continue,
-        };
-        state
-            .store()
-            .update_pipeline_job(run_id, &job.name, status, Some(reason), now)
-            .await?;
-    }
     Ok(())
 }
 

@@ -9,20 +9,14 @@
 //! - Today a run's whole plan is one leased job (the agent runs it with the same engine as
 //!   `keelson run`); its pipeline jobs are tracked for the DAG from the agent's progress reports.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use indexmap::IndexMap;
-use keelson_pipeline::load::{Loaded, SourceLoader, load};
+use keelson_pipeline::load::{Loaded, PIPELINE_FILES, SourceLoader, load};
 use keelson_pipeline::model::Pipeline;
 use keelson_pipeline::plan::Plan;
 use keelson_store::{NewJob, NewPipelineJob, NewRun, Project, Run, Status};
 
 use crate::error::{Answer, Failure};
 use crate::state::{AppState, LiveEvent};
-
-/// The pipeline file names, in the order they are looked for.
-pub const PIPELINE_FILES: &[&str] = &[".keelson.yml", ".keelson.yaml"];
 
 /// The store job that carries a run's plan.
 pub const PLAN_JOB: &str = "pipeline";
@@ -52,60 +46,49 @@ pub enum Started {
     },
 }
 
-/// Reads files of one commit from a bare mirror (for `include:`).
+/// Reads files of one commit through the repository cache (for `include:`). Loading is
+/// synchronous, so it runs on a blocking thread and waits on the cache's async reads there.
 struct CommitLoader {
-    mirror: PathBuf,
+    state: AppState,
+    repository: String,
     commit: String,
+    runtime: tokio::runtime::Handle,
 }
 
 impl CommitLoader {
-    fn read_bytes(&self, path: &str) -> Result<Option<String>, String> {
-        if path.starts_with('/')
-            || path.split('/').any(|part| part == "..")
-            || path.starts_with('-')
-        {
-            return Err(format!(
-                "`{path}` must be a relative path inside the repository"
-            ));
-        }
-        let output = Command::new("git")
-            .arg("--git-dir")
-            .arg(&self.mirror)
-            .args(["cat-file", "blob"])
-            .arg(format!("{}:{path}", self.commit))
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .map_err(|error| format!("cannot run git: {error}"))?;
-        if !output.status.success() {
-            return Ok(None);
-        }
-        String::from_utf8(output.stdout)
-            .map(Some)
-            .map_err(|_| format!("`{path}` is not UTF-8"))
+    fn read_text(&self, path: &str) -> Result<Option<String>, String> {
+        let bytes = self
+            .runtime
+            .block_on(
+                self.state
+                    .repos()
+                    .read_file(&self.repository, &self.commit, path),
+            )
+            .map_err(|error| error.to_string())?;
+        bytes
+            .map(|bytes| String::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8")))
+            .transpose()
     }
 }
 
 impl SourceLoader for CommitLoader {
     fn read(&self, path: &str) -> Result<String, String> {
-        self.read_bytes(path)?
+        self.read_text(path)?
             .ok_or_else(|| format!("no file `{path}` at commit {}", self.commit))
     }
 }
 
-/// Loads the pipeline at `commit` of `mirror`: the loaded result, or why there is none.
-fn load_at(mirror: &Path, commit: &str) -> Result<Loaded, String> {
-    let loader = CommitLoader {
-        mirror: mirror.to_path_buf(),
-        commit: commit.to_string(),
-    };
+/// Loads the pipeline at `commit`: the loaded result, or why there is none.
+fn load_at(loader: &CommitLoader) -> Result<Loaded, String> {
     for name in PIPELINE_FILES {
-        if let Some(text) = loader.read_bytes(name)? {
-            return Ok(load(name, &text, &loader));
+        if let Some(text) = loader.read_text(name)? {
+            return Ok(load(name, &text, loader));
         }
     }
     Err(format!(
-        "no {} at commit {commit}",
-        PIPELINE_FILES.join(" or ")
+        "no {} at commit {}",
+        PIPELINE_FILES.join(" or "),
+        loader.commit
     ))
 }
 
@@ -128,7 +111,7 @@ pub async fn start_run(
     project: &Project,
     request: StartRequest,
 ) -> Answer<Started> {
-    let mirror = state
+    state
         .repos()
         .fetch(&project.repository)
         .await
@@ -151,8 +134,13 @@ pub async fn start_run(
         }
     };
 
-    let commit_for_load = commit.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_at(&mirror, &commit_for_load))
+    let loader = CommitLoader {
+        state: state.clone(),
+        repository: project.repository.clone(),
+        commit: commit.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let loaded = tokio::task::spawn_blocking(move || load_at(&loader))
         .await
         .map_err(Failure::internal)?;
 

@@ -30,7 +30,7 @@ pub const EXIT_INVALID: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Pipeline file names, in the order they are looked for.
-pub const PIPELINE_FILES: &[&str] = &[".keelson.yml", ".keelson.yaml"];
+pub use keelson_pipeline::load::PIPELINE_FILES;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
