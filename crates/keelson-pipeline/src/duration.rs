@@ -48,7 +48,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += Duration::from_secs_f64(seconds);
+        total = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
     }
     Ok(total)
 }
@@ -70,6 +73,8 @@ mod tests {
             ("5x", None),
             ("m", None),
             ("10 m", None),
+            ("99999999999999999999999h", None),
+            ("18446744073709551615s1s", None),
         ] {
             let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
             assert_eq!(got, expect, "{text:?}");

@@ -5,6 +5,9 @@
 //! includes are read through the [`load::SourceLoader`] trait the caller implements.
 
 pub mod builtin;
+pub mod deploy;
+pub mod deploy_load;
+pub mod deploy_lower;
 pub mod diag;
 pub mod duration;
 pub mod expr;

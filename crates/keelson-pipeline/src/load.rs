@@ -6,6 +6,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::builtin;
+use crate::deploy_load::{DeployJobSpans, DeploySpans, FORBIDDEN_IN_DEPLOY_JOB};
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::parse_duration;
 use crate::expr::{self, Template};
@@ -45,6 +46,7 @@ const PIPELINE_KEYS: &[&str] = &[
     "env",
     "include",
     "jobs",
+    "deploy",
     "secrets-file",
     "shell",
 ];
@@ -68,6 +70,7 @@ const JOB_KEYS: &[&str] = &[
     "container",
     "services",
     "runs-on",
+    "deploy",
 ];
 const STEP_KEYS: &[&str] = &[
     "id",
@@ -96,11 +99,14 @@ pub fn load(name: &str, text: &str, loader: &dyn SourceLoader) -> Loaded {
         sources: SourceMap::default(),
         diagnostics: Diagnostics::default(),
         included: Vec::new(),
+        deploy_spans: None,
+        deploy_jobs: IndexMap::new(),
     };
     let mut pipeline = Pipeline::default();
     loading.load_file(name, text, loader, &mut pipeline, 0, true);
     // Whole-pipeline checks run even when loading found problems: every error at once.
     validate::validate(&pipeline, &mut loading.diagnostics);
+    loading.check_deploy_jobs(&pipeline);
     if pipeline.jobs.is_empty() && !loading.diagnostics.has_errors() {
         let span = Span {
             file: crate::source::FileId(0),
@@ -122,19 +128,24 @@ pub fn load(name: &str, text: &str, loader: &dyn SourceLoader) -> Loaded {
     }
 }
 
-struct Loading {
-    sources: SourceMap,
-    diagnostics: Diagnostics,
+pub(crate) struct Loading {
+    pub(crate) sources: SourceMap,
+    pub(crate) diagnostics: Diagnostics,
     included: Vec<String>,
+    /// Spans of the `deploy:` block, for the checks that run once every file is loaded.
+    pub(crate) deploy_spans: Option<DeploySpans>,
+    /// Spans of each `deploy:` job, by job id.
+    pub(crate) deploy_jobs: IndexMap<String, DeployJobSpans>,
 }
 
 /// A mapping being read: each known key taken once, unknown and duplicate keys reported.
-struct MapReader<'n> {
-    entries: Vec<(&'n Node, &'n Node, bool)>,
+pub(crate) struct MapReader<'n> {
+    /// (key, value, taken) in file order, duplicates already reported and dropped.
+    pub(crate) entries: Vec<(&'n Node, &'n Node, bool)>,
 }
 
 impl Loading {
-    fn error(&mut self, span: Span, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, span: Span, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::error(span, message));
     }
 
@@ -207,6 +218,19 @@ impl Loading {
             && let Some(value) = self.string(node)
         {
             pipeline.shell.get_or_insert(Spanned::new(value, node.span));
+        }
+        if let Some((key, node)) = map.take_entry("deploy") {
+            if is_root {
+                pipeline.deploy = self.deploy_config(key, node);
+            } else {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        key.span,
+                        "`deploy` belongs in the root pipeline file, not an included one",
+                    )
+                    .with_hint("move the `deploy:` block into the root `.keelson.yml`"),
+                );
+            }
         }
         let jobs = map.take("jobs");
         let includes = map.take("include");
@@ -353,13 +377,28 @@ impl Loading {
             .take("runs-on")
             .map(|n| self.runs_on(n))
             .unwrap_or_default();
+        let deploy_entry = map.take_entry("deploy");
+        let forbidden_keys: Vec<&Node> = match deploy_entry {
+            Some(_) => FORBIDDEN_IN_DEPLOY_JOB
+                .iter()
+                .filter_map(|name| map.key_node(name))
+                .collect(),
+            None => Vec::new(),
+        };
         self.finish(map, JOB_KEYS, "job");
+        let deploy = deploy_entry.and_then(|(key, node)| self.deploy_job(id, key, node));
+        for key in &forbidden_keys {
+            self.report_forbidden_in_deploy_job(id, key);
+        }
         let steps = match steps_node {
+            _ if deploy_entry.is_some() => Vec::new(),
             Some(node) => self.steps(node),
             None => {
                 self.diagnostics.push(
-                    Diagnostic::error(span, format!("job `{id}` has no `steps`"))
-                        .with_hint("add `steps:` with at least one `- run: …`"),
+                    Diagnostic::error(span, format!("job `{id}` has no `steps`")).with_hint(
+                        "add `steps:` with at least one `- run: …` \
+                             (or `deploy:` to make it a deployment job)",
+                    ),
                 );
                 Vec::new()
             }
@@ -386,6 +425,7 @@ impl Loading {
             container,
             services,
             runs_on,
+            deploy,
         })
     }
 
@@ -1426,7 +1466,7 @@ impl Loading {
         }
     }
 
-    fn string(&mut self, node: &Node) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node) -> Option<String> {
         match &node.kind {
             NodeKind::Scalar { value, .. } if !node.is_null() => Some(value.clone()),
             _ => {
@@ -1436,7 +1476,7 @@ impl Loading {
         }
     }
 
-    fn boolean(&mut self, node: &Node) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, node: &Node) -> Option<bool> {
         match (&node.kind, node.as_scalar()) {
             (
                 NodeKind::Scalar {
@@ -1500,7 +1540,7 @@ impl Loading {
     }
 
     /// A string or a list of strings.
-    fn string_list(&mut self, node: &Node) -> Vec<Spanned<String>> {
+    pub(crate) fn string_list(&mut self, node: &Node) -> Vec<Spanned<String>> {
         if let NodeKind::Scalar { .. } = node.kind {
             return self
                 .string(node)
@@ -1563,7 +1603,7 @@ impl Loading {
             .collect()
     }
 
-    fn list_of<T>(
+    pub(crate) fn list_of<T>(
         &mut self,
         node: &Node,
         mut item: impl FnMut(&mut Self, &Node) -> Option<T>,
@@ -1577,7 +1617,7 @@ impl Loading {
         }
     }
 
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<MapReader<'n>> {
+    pub(crate) fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<MapReader<'n>> {
         let NodeKind::Map(entries) = &node.kind else {
             self.expected(node, what);
             return None;
@@ -1607,7 +1647,7 @@ impl Loading {
     }
 
     /// Reports keys of `map` that were not taken.
-    fn finish(&mut self, map: MapReader<'_>, known: &[&str], what: &str) {
+    pub(crate) fn finish(&mut self, map: MapReader<'_>, known: &[&str], what: &str) {
         for (key, _, taken) in map.entries {
             if taken {
                 continue;
@@ -1622,7 +1662,7 @@ impl Loading {
         }
     }
 
-    fn expected(&mut self, node: &Node, what: &str) {
+    pub(crate) fn expected(&mut self, node: &Node, what: &str) {
         self.error(
             node.span,
             format!("expected {what}, found {}", node.type_name()),
@@ -1631,18 +1671,26 @@ impl Loading {
 }
 
 impl<'n> MapReader<'n> {
-    fn take(&mut self, key: &str) -> Option<&'n Node> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<&'n Node> {
         self.take_entry(key).map(|(_, value)| value)
     }
 
     /// Like [`MapReader::take`], with the key's node (for errors about the key itself).
-    fn take_entry(&mut self, key: &str) -> Option<(&'n Node, &'n Node)> {
+    pub(crate) fn take_entry(&mut self, key: &str) -> Option<(&'n Node, &'n Node)> {
         let entry = self
             .entries
             .iter_mut()
             .find(|(k, _, _)| k.as_scalar() == Some(key))?;
         entry.2 = true;
         Some((entry.0, entry.1))
+    }
+
+    /// The key node of `key`, taken or not (for errors about a key's presence).
+    pub(crate) fn key_node(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k.as_scalar() == Some(key))
+            .map(|(k, _, _)| *k)
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Pipeline {
     /// `concurrency:`: runs in the same group wait for (or cancel) each other on the server.
     pub concurrency: Option<Concurrency>,
     pub jobs: IndexMap<String, Job>,
+    /// The top-level `deploy:` block: services and environments (root file only).
+    pub deploy: Option<crate::deploy::DeployConfig>,
 }
 
 impl Pipeline {
@@ -321,6 +323,9 @@ pub struct Job {
     pub services: IndexMap<String, Service>,
     /// `runs-on:`: labels an agent must have to run this job (valid, in file order).
     pub runs_on: Vec<Spanned<String>>,
+    /// `deploy:`: this job deploys services of [`Pipeline::deploy`] to an environment. A deploy
+    /// job has no steps, image, services or matrix.
+    pub deploy: Option<crate::deploy::DeployJob>,
 }
 
 impl Job {

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::deploy::{DeployConfig, DeployJob};
 use crate::expr;
 use crate::model::{Job, Matrix, Pipeline};
 
@@ -20,12 +21,16 @@ pub struct PlannedJob {
     pub matrix: IndexMap<String, Value>,
     /// Indices into [`Plan::jobs`] of the planned jobs this one waits for.
     pub needs: Vec<usize>,
+    /// For a `deploy:` job, what it deploys (against [`Plan::deploy`]); `None` for step jobs.
+    pub deploy: Option<DeployJob>,
 }
 
 /// The jobs to run, in a topological order (every job after all it needs).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Plan {
     pub jobs: Vec<PlannedJob>,
+    /// The pipeline's `deploy:` block (services and environments), when it has one.
+    pub deploy: Option<DeployConfig>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,7 +99,10 @@ impl Plan {
                 break; // a cycle: validation reports it; plan what can be planned
             }
         }
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            jobs: Vec::new(),
+            deploy: pipeline.deploy.clone(),
+        };
         let mut expansions: IndexMap<&str, Vec<usize>> = IndexMap::new();
         for index in order {
             let (job_id, job) = pipeline.jobs.get_index(index).expect("index from the map");
@@ -123,6 +131,7 @@ impl Plan {
                     job_id: job_id.clone(),
                     matrix,
                     needs: needs.clone(),
+                    deploy: job.deploy.clone(),
                 });
             }
             expansions.insert(job_id, indices);

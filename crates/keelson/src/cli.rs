@@ -45,6 +45,9 @@ pub enum Command {
     /// Start, watch and cancel runs on a server (KEELSON_SERVER, KEELSON_TOKEN).
     #[command(subcommand)]
     Remote(RemoteCommand),
+    /// Deployments on this host: the controller daemon, status, promote, abort, rollback…
+    #[command(subcommand)]
+    Deploy(crate::deploy::DeployCommand),
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         },
         Command::Server(args) => crate::serve::server_command(&args, &data_dir),
         Command::Agent(args) => crate::serve::agent_command(&args, &data_dir),
+        Command::Deploy(command) => crate::deploy::deploy_command(command, &data_dir),
         Command::Project(command) => crate::remote::project_command(&command),
         Command::Remote(command) => crate::remote::remote_command(&command),
     }
@@ -100,6 +101,14 @@ fn load_pipeline(dir: &Path) -> anyhow::Result<Option<Loaded>> {
         let _ = stderr.write_all(loaded.diagnostics.render(&loaded.sources).as_bytes());
     }
     Ok(loaded.pipeline.is_some().then_some(loaded))
+}
+
+/// The validated pipeline of `dir`, for `keelson deploy start` (diagnostics on stderr).
+pub(crate) fn load_pipeline_for_deploy(dir: &Path) -> anyhow::Result<keelson_pipeline::Pipeline> {
+    match load_pipeline(dir)? {
+        Some(loaded) => Ok(loaded.pipeline.expect("valid")),
+        None => bail!("{} has errors (listed above)", dir.display()),
+    }
 }
 
 fn validate_command(args: &DirArgs) -> anyhow::Result<u8> {
@@ -251,7 +260,7 @@ fn run_command(args: RunArgs, data_dir: PathBuf) -> anyhow::Result<u8> {
             Arc::clone(&interrupted),
         );
         let executors = Executors {
-            builtins: Some(Arc::new(crate::scan::ScanStep)),
+            builtins: Some(Arc::new(crate::deploy::Builtins)),
             host: Arc::new(HostExecutor::new()),
             container: container_executor(needs_containers, allow_privileged).await,
             images: image_builder(needs_builds).await,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod deploy;
 mod init;
 mod remote;
 mod render;

@@ -53,7 +53,7 @@ async fn engine_host() -> (EngineHost, bool) {
     (
         EngineHost {
             executors: Executors {
-                builtins: Some(Arc::new(crate::scan::ScanStep)),
+                builtins: Some(Arc::new(crate::deploy::Builtins)),
                 host: Arc::new(HostExecutor::new()),
                 container,
                 images,
@@ -61,6 +61,11 @@ async fn engine_host() -> (EngineHost, bool) {
         },
         docker,
     )
+}
+
+/// Logging for the deploy daemon and proxy processes: text on stderr (their log files).
+pub fn init_tracing_for_daemon() {
+    init_logging(LogFormat::Text);
 }
 
 fn init_logging(format: LogFormat) {

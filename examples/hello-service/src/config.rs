@@ -1,6 +1,7 @@
 //! Settings from the command line and the environment.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::fail;
 
@@ -20,6 +21,8 @@ pub struct Config {
     pub fail_rate: f64,
     /// Connection-handling threads (`HELLO_WORKERS`).
     pub workers: usize,
+    /// Latency added to each `GET /` response (`HELLO_DELAY_MS`).
+    pub delay: Duration,
 }
 
 impl Config {
@@ -31,6 +34,7 @@ impl Config {
             version: "0.0.0-test".into(),
             fail_rate: 0.0,
             workers: 2,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -58,6 +62,7 @@ Environment:
   HELLO_VERSION      version to report instead of the built one
   HELLO_FAIL_RATE    0.0-1.0: share of `GET /` requests that answer 500
   HELLO_WORKERS      connection-handling threads (default 4)
+  HELLO_DELAY_MS     milliseconds (0-60000) added to each `GET /` response (default 0)
 ";
 
 /// Reads the arguments (without the program name) and the environment through `env`.
@@ -107,13 +112,32 @@ pub fn parse(
             }
         },
     };
+    let delay = parse_delay(&env("HELLO_DELAY_MS").unwrap_or_default())?;
     Ok(Command::Serve(Config {
         addr: addr.unwrap_or_else(|| DEFAULT_ADDR.to_string()),
         addr_file,
         version,
         fail_rate,
         workers,
+        delay,
     }))
+}
+
+/// The most `HELLO_DELAY_MS` accepts: a minute.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// Parses a delay in whole milliseconds from 0 to [`MAX_DELAY_MS`] (an empty string means 0).
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= MAX_DELAY_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "HELLO_DELAY_MS must be a whole number of milliseconds from 0 to {MAX_DELAY_MS}, not `{text}`"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +168,7 @@ mod tests {
         assert_eq!(c.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(c.fail_rate, 0.0);
         assert_eq!(c.workers, DEFAULT_WORKERS);
+        assert_eq!(c.delay, Duration::ZERO);
     }
 
     #[test]
@@ -154,6 +179,7 @@ mod tests {
             ("HELLO_VERSION", "2.0.0"),
             ("HELLO_FAIL_RATE", "0.5"),
             ("HELLO_WORKERS", "3"),
+            ("HELLO_DELAY_MS", "250"),
         ];
         let c = serve(&[], &env);
         assert_eq!(c.addr, "0.0.0.0:9000");
@@ -161,6 +187,7 @@ mod tests {
         assert_eq!(c.version, "2.0.0");
         assert_eq!(c.fail_rate, 0.5);
         assert_eq!(c.workers, 3);
+        assert_eq!(c.delay, Duration::from_millis(250));
         // Flags win over the environment.
         assert_eq!(serve(&["--addr", "127.0.0.1:1"], &env).addr, "127.0.0.1:1");
         assert_eq!(serve(&["--addr=127.0.0.1:2"], &env).addr, "127.0.0.1:2");
@@ -179,5 +206,19 @@ mod tests {
         assert!(run(&["--bogus"], &[]).is_err());
         assert!(run(&[], &[("HELLO_FAIL_RATE", "2")]).is_err());
         assert!(run(&[], &[("HELLO_WORKERS", "0")]).is_err());
+        assert!(run(&[], &[("HELLO_DELAY_MS", "-1")]).is_err());
+    }
+
+    #[test]
+    fn delay_values() {
+        assert_eq!(parse_delay(""), Ok(Duration::ZERO));
+        assert_eq!(parse_delay(" 0 "), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("1500"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_delay("60000"), Ok(Duration::from_secs(60)));
+        for bad in ["-5", "1.5", "abc", "60001", "1e3", "99999999999999999999"] {
+            let err = parse_delay(bad).unwrap_err();
+            assert!(err.contains("HELLO_DELAY_MS"), "{bad}: {err}");
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use hello_service::config::{self, Command, Config};
 use hello_service::server::{Server, write_addr_file};
+use hello_service::signal;
 
 fn main() -> ExitCode {
     let args = std::env::args_os()
@@ -37,14 +38,20 @@ fn main() -> ExitCode {
 fn serve(config: &Config) -> io::Result<()> {
     let server = Server::bind(config)?;
     let addr = server.local_addr()?;
+    signal::stop_on_terminate(server.stopper()?)?;
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
         })?;
     }
     eprintln!(
-        "hello-service {} listening on http://{addr} ({} workers, fail rate {})",
-        config.version, config.workers, config.fail_rate
+        "hello-service {} listening on http://{addr} ({} workers, fail rate {}, delay {} ms)",
+        config.version,
+        config.workers,
+        config.fail_rate,
+        config.delay.as_millis()
     );
-    server.run()
+    server.run()?;
+    eprintln!("hello-service: stopped");
+    Ok(())
 }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub version: String,
     pub metrics: Metrics,
     pub fail: FailInjector,
+    /// Added to each `GET /` response (`HELLO_DELAY_MS`).
+    pub delay: Duration,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
             version: config.version.clone(),
             metrics: Metrics::new(&config.version),
             fail: FailInjector::new(config.fail_rate),
+            delay: config.delay,
         }
     }
 }
@@ -104,9 +107,10 @@ impl Server {
         for i in 0..self.workers {
             let rx = Arc::clone(&rx);
             let state = Arc::clone(&self.state);
+            let stopping = Arc::clone(&self.stop);
             let handle = thread::Builder::new()
                 .name(format!("http-worker-{i}"))
-                .spawn(move || worker(&rx, &state))?;
+                .spawn(move || worker(&rx, &state, &stopping))?;
             pool.push(handle);
         }
         for conn in self.listener.incoming() {
@@ -135,19 +139,20 @@ impl Server {
 }
 
 /// Takes connections off the queue until it is closed.
-fn worker(rx: &Mutex<Receiver<TcpStream>>, state: &AppState) {
+fn worker(rx: &Mutex<Receiver<TcpStream>>, state: &AppState, stopping: &AtomicBool) {
     loop {
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(stream) = next else { return };
         // A bug in one request must not shrink the pool.
         let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-            let _ = handle_connection(stream, state);
+            let _ = handle_connection(stream, state, stopping);
         }));
     }
 }
 
-/// Serves requests on one connection until the client or a limit closes it.
-fn handle_connection(stream: TcpStream, state: &AppState) -> io::Result<()> {
+/// Serves requests on one connection until the client or a limit closes it; once the server is
+/// stopping, the request being served is the connection's last (`Connection: close`).
+fn handle_connection(stream: TcpStream, state: &AppState, stopping: &AtomicBool) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let _ = stream.set_nodelay(true);
@@ -177,7 +182,9 @@ fn handle_connection(stream: TcpStream, state: &AppState) -> io::Result<()> {
             http::discard_body(&mut reader, request.content_length)?;
         }
         let (label, response) = route(&request, state);
-        let keep_alive = request.keep_alive() && served < MAX_REQUESTS_PER_CONNECTION;
+        let keep_alive = request.keep_alive()
+            && served < MAX_REQUESTS_PER_CONNECTION
+            && !stopping.load(Ordering::SeqCst);
         response.write_to(&mut writer, request.method == "HEAD", keep_alive)?;
         writer.flush()?;
         state
@@ -218,6 +225,9 @@ pub fn route(request: &Request, state: &AppState) -> (&'static str, Response) {
         let response =
             Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD");
         return (label, response);
+    }
+    if label == "/" && !state.delay.is_zero() {
+        thread::sleep(state.delay);
     }
     let response = match label {
         "/" if state.fail.should_fail() => {
@@ -492,6 +502,26 @@ mod tests {
         assert_eq!(server.get("/health").status, 200);
         let metrics = server.get("/metrics").body;
         assert!(metrics.contains("hello_requests_total{path=\"/\",code=\"500\"} 3\n"));
+    }
+
+    #[test]
+    fn delay_slows_root_responses_only() {
+        let delay = Duration::from_millis(200);
+        let server = TestServer::start(Config {
+            delay,
+            ..Config::for_tests()
+        });
+        let started = Instant::now();
+        assert_eq!(server.get("/").status, 200);
+        assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+        // The delay is part of the measured latency too.
+        let metrics = server.get("/metrics").body;
+        let sum: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("hello_request_duration_seconds_sum "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a latency sum");
+        assert!(sum >= delay.as_secs_f64(), "{metrics}");
     }
 
     #[test]

@@ -214,6 +214,18 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let started_ms = now_ms();
+    // `deploy:` jobs run as one `keelson/deploy` built-in step.
+    let pipeline = if pipeline
+        .jobs
+        .values()
+        .any(|j| j.deploy.is_some() && j.steps.is_empty())
+    {
+        let mut lowered = (*pipeline).clone();
+        keelson_pipeline::deploy_lower::lower_deploy_jobs(&mut lowered);
+        Arc::new(lowered)
+    } else {
+        pipeline
+    };
 
     // Everything that can refuse the run comes before anything is written to the data dir, so a
     // refused run leaves no empty run or work directory behind.

@@ -1,5 +1,6 @@
 //! Integration tests of keelson-pipeline.
 
+mod deploy;
 mod expr_props;
 mod load_props;
 mod purity;

@@ -1,0 +1,1269 @@
+//! The deployment controller: runs in the long-lived Keelson process of a host (`keelson deploy
+//! daemon`, the server, an agent), owns every *slot* (one service in one environment) on it, and
+//! carries out deployments: protection rules (branches, approval, promotion of the exact same
+//! artifact), releases, strategies with analysis and automatic rollback, state that survives a
+//! crash, and the history of every deployment.
+//!
+//! Invariants:
+//! - One rollout at a time per slot; a second request is refused with the one in progress named.
+//! - Replicas and proxies are separate processes (process target, `ProxyMode::Process`): killing
+//!   the controller leaves the stable release serving. On start the controller adopts what is
+//!   running from its state and finishes any interrupted rollout per the environment's
+//!   `on-restart` policy (abort: traffic back to stable, new release stopped; resume: continue).
+//! - Secret values are resolved when a replica starts and are never written to state or history.
+
+pub mod control;
+pub mod release;
+pub mod rollout;
+pub mod slot;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use keelson_pipeline::deploy::{
+    DeployConfig, EnvironmentSpec, OnRestart, RunSpec, ServiceSpec, Strategy, TargetKind,
+};
+use keelson_pipeline::glob::Glob;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::analysis::{MetricProvider, Providers};
+use crate::proxy::{AdminClient, Proxy, ProxyConfig, ProxyControl, RouteTable};
+use crate::target::{DockerTarget, ProcessTarget, Supervised, Target};
+use release::{ReleaseError, Releases};
+use rollout::{Controls, Rollout, RolloutSettings, roll_back};
+use slot::{Member, Policy, Slot};
+use state::{
+    Deployment, Event, Outcome, PendingApproval, Release, RolloutState, SetState, SlotFiles,
+    SlotState, StateError, now_ms,
+};
+
+/// Where secret values come from.
+pub trait Secrets: Send + Sync {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// Secrets from the controller's environment: secret `api-key` is `KEELSON_SECRET_API_KEY`.
+pub struct EnvSecrets;
+
+impl Secrets for EnvSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        let var: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        std::env::var(format!("KEELSON_SECRET_{var}")).ok()
+    }
+}
+
+/// How slot proxies run.
+#[derive(Debug, Clone)]
+pub enum ProxyMode {
+    /// Inside the controller's process (tests; dies with the controller).
+    InProcess,
+    /// As detached processes `exe args… --listen … --admin …` that outlive the controller.
+    Process { exe: PathBuf, args: Vec<OsString> },
+}
+
+/// Controller settings.
+#[derive(Clone)]
+pub struct ControllerConfig {
+    /// `<data>/deploy`: state, releases, proxy sockets, replica logs. Created 0700.
+    pub state_dir: PathBuf,
+    pub proxy: ProxyMode,
+    /// A replica set not ready within this long fails its rollout (default 120 s).
+    pub ready_deadline: Duration,
+    pub secrets: Arc<dyn Secrets>,
+}
+
+impl ControllerConfig {
+    pub fn new(state_dir: PathBuf, proxy: ProxyMode) -> ControllerConfig {
+        ControllerConfig {
+            state_dir,
+            proxy,
+            ready_deadline: Duration::from_secs(120),
+            secrets: Arc::new(EnvSecrets),
+        }
+    }
+}
+
+/// What to deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Source {
+    /// Files of a directory (a job's workspace) matching patterns: a command service's release.
+    Files { dir: PathBuf, patterns: Vec<String> },
+    /// A release this controller already has (promotion, rollback).
+    Digest { digest: String },
+    /// A container image, by reference (docker target); the image id is the digest.
+    Image { reference: String },
+}
+
+/// A deployment request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub environment: String,
+    pub service: String,
+    /// The `deploy:` block of the pipeline at the commit being deployed.
+    pub config: DeployConfig,
+    pub source: Source,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub requested_by: String,
+    /// Overrides the environment's and the service's strategy.
+    pub strategy: Option<Strategy>,
+}
+
+/// Errors of controller operations; messages are for the person who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("unknown environment `{0}`")]
+    UnknownEnvironment(String),
+    #[error("environment `{environment}` has no service `{service}`")]
+    UnknownService {
+        environment: String,
+        service: String,
+    },
+    #[error("branch {branch} may not deploy to `{environment}` (allowed: {allowed})")]
+    BranchNotAllowed {
+        environment: String,
+        branch: String,
+        allowed: String,
+    },
+    #[error(
+        "`{environment}` only takes releases already deployed successfully to `{from}`; {digest} was not"
+    )]
+    NotPromoted {
+        environment: String,
+        from: String,
+        digest: String,
+    },
+    #[error(
+        "a deployment of {service} to {environment} is in progress ({id}); wait for it, or abort it"
+    )]
+    Busy {
+        environment: String,
+        service: String,
+        id: String,
+    },
+    #[error("nothing to {action}: no deployment of {service} to {environment} is {state}")]
+    NothingTo {
+        action: &'static str,
+        environment: String,
+        service: String,
+        state: &'static str,
+    },
+    #[error("no revision {revision} of {service} in {environment} to roll back to")]
+    UnknownRevision {
+        environment: String,
+        service: String,
+        revision: u64,
+    },
+    #[error("bad address `{addr}` for {what}: {message}")]
+    BadAddress {
+        what: &'static str,
+        addr: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("proxy: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
+    #[error("target: {0}")]
+    Target(#[from] crate::target::TargetError),
+}
+
+/// What `status` shows for one slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub environment: String,
+    pub service: String,
+    pub listen: String,
+    pub stable: Option<VersionStatus>,
+    pub rollout: Option<RolloutStatus>,
+    pub pending: Option<Deployment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionStatus {
+    pub version: String,
+    pub digest: String,
+    pub commit: Option<String>,
+    pub replicas: Vec<crate::target::ReplicaState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    pub deployment: Deployment,
+    pub new: VersionStatus,
+    pub step: usize,
+    pub weight: u32,
+    pub paused: Option<String>,
+}
+
+struct SlotRuntime {
+    slot: Arc<Slot>,
+    controls: StdMutex<Option<Arc<Controls>>>,
+    router_stop: Arc<Notify>,
+    /// The revision of the last finished deployment.
+    finished: watch::Sender<u64>,
+    /// Keeps an in-process proxy alive.
+    _proxy: Option<Arc<Proxy>>,
+}
+
+struct Inner {
+    config: ControllerConfig,
+    releases: Releases,
+    process: Arc<dyn Target>,
+    docker: tokio::sync::OnceCell<Arc<dyn Target>>,
+    metrics: Arc<dyn MetricProvider>,
+    slots: tokio::sync::Mutex<BTreeMap<(String, String), Arc<SlotRuntime>>>,
+}
+
+/// The controller. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+fn slots_root(state_dir: &Path) -> PathBuf {
+    state_dir.join("slots")
+}
+
+impl Controller {
+    /// Opens the state directory, adopts running replicas and proxies, and settles interrupted
+    /// rollouts per their environment's `on-restart` policy.
+    pub async fn open(config: ControllerConfig) -> Result<Controller, DeployError> {
+        state::ensure_private_dir(&config.state_dir)?;
+        let controller = Controller {
+            inner: Arc::new(Inner {
+                releases: Releases::new(&config.state_dir.join("store")),
+                process: Arc::new(ProcessTarget::new()),
+                docker: tokio::sync::OnceCell::new(),
+                metrics: Arc::new(Providers::new(Duration::from_secs(5))),
+                slots: tokio::sync::Mutex::new(BTreeMap::new()),
+                config,
+            }),
+        };
+        controller.recover().await?;
+        Ok(controller)
+    }
+
+    async fn target(&self, kind: TargetKind) -> Result<Arc<dyn Target>, DeployError> {
+        match kind {
+            TargetKind::Process => Ok(self.inner.process.clone()),
+            TargetKind::Docker => Ok(self
+                .inner
+                .docker
+                .get_or_try_init(|| async {
+                    DockerTarget::connect()
+                        .await
+                        .map(|t| Arc::new(t) as Arc<dyn Target>)
+                })
+                .await?
+                .clone()),
+        }
+    }
+
+    async fn recover(&self) -> Result<(), DeployError> {
+        let root = slots_root(&self.inner.config.state_dir);
+        let Ok(envs) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for env in envs.flatten() {
+            let Ok(services) = std::fs::read_dir(env.path()) else {
+                continue;
+            };
+            for service in services.flatten() {
+                let (Some(e), Some(s)) = (
+                    env.file_name().to_str().map(str::to_string),
+                    service.file_name().to_str().map(str::to_string),
+                ) else {
+                    continue;
+                };
+                let files = SlotFiles::new(&root, &e, &s);
+                let Some(state) = files.load()? else { continue };
+                if let Err(err) = self.recover_slot(files, state).await {
+                    tracing::error!(environment = %e, service = %s, error = %err, "cannot recover slot");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_slot(&self, files: SlotFiles, state: SlotState) -> Result<(), DeployError> {
+        let runtime = self.start_slot(files, state.clone()).await?;
+        let slot = runtime.slot.clone();
+        // Adopt what was running.
+        if let Some(stable) = &state.stable {
+            self.adopt_set(&slot, stable).await;
+            slot.set_policy(Policy::only(&stable.release.version));
+        }
+        if let Some(rollout) = &state.rollout {
+            self.adopt_set(&slot, &rollout.new).await;
+        }
+        // Keep the proxy's current table until the policy below is pushed: if no rollout was in
+        // progress, the stable policy is what it already had.
+        let key = (state.environment.clone(), state.service.clone());
+        self.inner.slots.lock().await.insert(key, runtime.clone());
+        if let Some(rollout) = state.rollout {
+            let stable = state.stable.as_ref().map(|s| s.release.clone());
+            match state.environment_spec.on_restart {
+                OnRestart::Abort => {
+                    self.finish_interrupted(&runtime, rollout, stable).await;
+                }
+                OnRestart::Resume => {
+                    let controls = Arc::new(Controls::default());
+                    if rollout.held
+                        && let Some(reason) = &rollout.paused
+                    {
+                        controls.pause(reason.clone());
+                    }
+                    *runtime.controls.lock().unwrap() = Some(controls.clone());
+                    slot.update_state(|s| {
+                        if let Some(r) = s.rollout.as_mut() {
+                            r.deployment.events.push(Event {
+                                at_unix_ms: now_ms(),
+                                message: format!(
+                                    "controller restarted; resuming at step {} (on-restart: resume)",
+                                    rollout.step + 1
+                                ),
+                                data: None,
+                            });
+                        }
+                    });
+                    self.spawn_rollout(
+                        runtime.clone(),
+                        controls,
+                        rollout.new.release.clone(),
+                        stable,
+                        rollout.deployment.strategy.clone(),
+                        rollout.step,
+                    );
+                }
+            }
+        }
+        let _ = slot.sync(false).await;
+        Ok(())
+    }
+
+    async fn finish_interrupted(
+        &self,
+        runtime: &Arc<SlotRuntime>,
+        rollout: RolloutState,
+        stable: Option<Release>,
+    ) {
+        let slot = &runtime.slot;
+        let settings = self.settings();
+        roll_back(slot, &settings, &rollout.new.release, stable.as_ref()).await;
+        let mut deployment = rollout.deployment;
+        deployment.events.push(Event {
+            at_unix_ms: now_ms(),
+            message: "controller restarted during the rollout; traffic back to stable, new release stopped (on-restart: abort)".into(),
+            data: None,
+        });
+        deployment.outcome = Some(Outcome::Aborted);
+        deployment.reason =
+            Some("controller restarted during the rollout (on-restart: abort)".into());
+        deployment.finished_at_unix_ms = Some(now_ms());
+        let revision = deployment.revision;
+        slot.update_state(|s| s.rollout = None);
+        if let Err(e) = slot.files.append_history(&deployment) {
+            tracing::error!(error = %e, "cannot append to deployment history");
+        }
+        runtime.finished.send_replace(revision);
+    }
+
+    async fn adopt_set(&self, slot: &Arc<Slot>, set: &SetState) {
+        let release = &set.release;
+        for (index, record) in set.replicas.iter().enumerate() {
+            let index = index as u32;
+            let spec = match rollout::replica_spec(
+                slot,
+                release,
+                index,
+                self.inner.config.secrets.as_ref(),
+            ) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot rebuild a replica spec");
+                    continue;
+                }
+            };
+            let service = &release.service;
+            let replica = match record {
+                Some(record) => Supervised::adopt(
+                    slot.target.clone(),
+                    spec,
+                    record.clone(),
+                    service.readiness.clone(),
+                    service.liveness.clone(),
+                    service.restart.clone(),
+                ),
+                None => Supervised::spawn(
+                    slot.target.clone(),
+                    spec,
+                    service.readiness.clone(),
+                    service.liveness.clone(),
+                    service.restart.clone(),
+                ),
+            };
+            slot.add(&release.version, Member { index, replica }).await;
+        }
+    }
+
+    fn settings(&self) -> RolloutSettings {
+        RolloutSettings {
+            ready_deadline: self.inner.config.ready_deadline,
+            secrets: self.inner.config.secrets.clone(),
+            metrics: self.inner.metrics.clone(),
+        }
+    }
+
+    /// Starts (or connects to) the slot's proxy and its router.
+    async fn start_slot(
+        &self,
+        files: SlotFiles,
+        state: SlotState,
+    ) -> Result<Arc<SlotRuntime>, DeployError> {
+        let env_service = state
+            .environment_spec
+            .services
+            .get(&state.service)
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: state.environment.clone(),
+                service: state.service.clone(),
+            })?;
+        let listen: SocketAddr =
+            env_service
+                .listen
+                .parse()
+                .map_err(|e: std::net::AddrParseError| DeployError::BadAddress {
+                    what: "listen",
+                    addr: env_service.listen.clone(),
+                    message: e.to_string(),
+                })?;
+        let preview = match &env_service.preview {
+            Some(p) => Some(
+                p.parse::<SocketAddr>()
+                    .map_err(|e| DeployError::BadAddress {
+                        what: "preview",
+                        addr: p.clone(),
+                        message: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        let proxy_config = ProxyConfig {
+            service: state.service.clone(),
+            environment: state.environment.clone(),
+            listen,
+            preview,
+            upstream_timeout: Duration::from_secs(60),
+        };
+        state::ensure_private_dir(files.dir())?;
+        let (proxy, keep): (Arc<dyn ProxyControl>, Option<Arc<Proxy>>) =
+            match &self.inner.config.proxy {
+                ProxyMode::InProcess => {
+                    let p = Arc::new(Proxy::start(proxy_config, RouteTable::default()).await?);
+                    (p.clone(), Some(p))
+                }
+                ProxyMode::Process { exe, args } => {
+                    let socket = files.dir().join("proxy.sock");
+                    let client = AdminClient::new(socket.clone());
+                    if client.ping().await.is_err() {
+                        let mut argv = args.clone();
+                        for (flag, value) in [
+                            ("--listen", Some(listen.to_string())),
+                            ("--preview", preview.map(|p| p.to_string())),
+                            ("--admin", Some(socket.display().to_string())),
+                            (
+                                "--state",
+                                Some(files.dir().join("proxy-routes.json").display().to_string()),
+                            ),
+                            ("--service", Some(state.service.clone())),
+                            ("--environment", Some(state.environment.clone())),
+                        ] {
+                            if let Some(value) = value {
+                                argv.push(flag.into());
+                                argv.push(value.into());
+                            }
+                        }
+                        crate::proxy::spawn_detached(
+                            exe,
+                            &argv,
+                            &socket,
+                            &files.dir().join("proxy.log"),
+                        )
+                        .await?;
+                    }
+                    (Arc::new(client), None)
+                }
+            };
+        let target = self.target(state.environment_spec.target).await?;
+        let slot = Arc::new(Slot::new(files, target, proxy, state));
+        let router_stop = Arc::new(Notify::new());
+        tokio::spawn(slot.clone().route_forever(router_stop.clone()));
+        Ok(Arc::new(SlotRuntime {
+            slot,
+            controls: StdMutex::new(None),
+            router_stop,
+            finished: watch::channel(0).0,
+            _proxy: keep,
+        }))
+    }
+
+    async fn slot_runtime(&self, environment: &str, service: &str) -> Option<Arc<SlotRuntime>> {
+        self.inner
+            .slots
+            .lock()
+            .await
+            .get(&(environment.to_string(), service.to_string()))
+            .cloned()
+    }
+
+    /// Checks protection rules, makes the release and starts the rollout (or parks it for
+    /// approval). Returns the deployment as it starts.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<Deployment, DeployError> {
+        let env_spec = request
+            .config
+            .environments
+            .get(&request.environment)
+            .cloned()
+            .ok_or_else(|| DeployError::UnknownEnvironment(request.environment.clone()))?;
+        let env_service = env_spec
+            .services
+            .get(&request.service)
+            .cloned()
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: request.environment.clone(),
+                service: request.service.clone(),
+            })?;
+        let base = request
+            .config
+            .services
+            .get(&request.service)
+            .cloned()
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: request.environment.clone(),
+                service: request.service.clone(),
+            })?;
+        if !env_spec.branches.is_empty() {
+            let branch = request.branch.clone().unwrap_or_default();
+            let allowed = env_spec.branches.iter().any(|pattern| {
+                Glob::parse(pattern)
+                    .map(|g| g.matches(&branch))
+                    .unwrap_or(false)
+            });
+            if !allowed {
+                return Err(DeployError::BranchNotAllowed {
+                    environment: request.environment.clone(),
+                    branch: if branch.is_empty() {
+                        "(none)".into()
+                    } else {
+                        format!("`{branch}`")
+                    },
+                    allowed: env_spec.branches.join(", "),
+                });
+            }
+        }
+        // The service as this environment runs it.
+        let mut service = base;
+        if let Some(replicas) = env_service.replicas {
+            service.replicas = replicas;
+        }
+        for (k, v) in &env_service.env {
+            service.env.insert(k.clone(), v.clone());
+        }
+        let strategy = request
+            .strategy
+            .clone()
+            .or_else(|| env_service.strategy.clone())
+            .unwrap_or_else(|| service.strategy.clone());
+        service.strategy = strategy.clone();
+
+        let (digest, location) = self.make_release(&request.source, &service).await?;
+        if let Some(from) = &env_spec.promote_from
+            && !self
+                .deployed_successfully(from, &request.service, &digest)
+                .await?
+        {
+            return Err(DeployError::NotPromoted {
+                environment: request.environment.clone(),
+                from: from.clone(),
+                digest,
+            });
+        }
+
+        let runtime = self
+            .slot_for(&request.environment, &request.service, &env_spec)
+            .await?;
+        let slot = runtime.slot.clone();
+        let mut refused = None;
+        let mut deployment = None;
+        slot.update_state(|state| {
+            if let Some(r) = &state.rollout {
+                refused = Some(r.deployment.id.clone());
+                return;
+            }
+            if let Some(p) = &state.pending {
+                refused = Some(p.deployment.id.clone());
+                return;
+            }
+            state.environment_spec = env_spec.clone();
+            let revision = state.next_revision.max(1);
+            state.next_revision = revision + 1;
+            let version = format!("r{revision}");
+            let release = Release {
+                version: version.clone(),
+                revision,
+                digest: digest.clone(),
+                location: location.clone(),
+                commit: request.commit.clone(),
+                branch: request.branch.clone(),
+                service: service.clone(),
+            };
+            let d = Deployment {
+                id: format!("{}/{}#{revision}", request.environment, request.service),
+                environment: request.environment.clone(),
+                service: request.service.clone(),
+                revision,
+                version,
+                digest: digest.clone(),
+                commit: request.commit.clone(),
+                branch: request.branch.clone(),
+                requested_by: request.requested_by.clone(),
+                strategy: strategy.clone(),
+                previous_version: state.stable.as_ref().map(|s| s.release.version.clone()),
+                started_at_unix_ms: now_ms(),
+                finished_at_unix_ms: None,
+                outcome: None,
+                reason: None,
+                events: vec![Event {
+                    at_unix_ms: now_ms(),
+                    message: format!(
+                        "requested by {} ({})",
+                        request.requested_by,
+                        strategy_name(&strategy)
+                    ),
+                    data: None,
+                }],
+                measurements: Vec::new(),
+            };
+            if env_spec.approval {
+                let mut d = d;
+                d.events.push(Event {
+                    at_unix_ms: now_ms(),
+                    message: "waiting for approval (`keelson deploy approve`)".into(),
+                    data: None,
+                });
+                state.pending = Some(PendingApproval {
+                    deployment: d.clone(),
+                    release,
+                });
+                deployment = Some((d, None));
+            } else {
+                state.rollout = Some(RolloutState {
+                    deployment: d.clone(),
+                    new: SetState {
+                        release: release.clone(),
+                        replicas: Vec::new(),
+                    },
+                    step: 0,
+                    weight: 0,
+                    paused: None,
+                    held: false,
+                });
+                let stable = state.stable.as_ref().map(|s| s.release.clone());
+                deployment = Some((d, Some((release, stable))));
+            }
+        });
+        if let Some(id) = refused {
+            return Err(DeployError::Busy {
+                environment: request.environment,
+                service: request.service,
+                id,
+            });
+        }
+        let (deployment, start) = deployment.expect("set above");
+        // Keep the release (no secret values in it) for `rollback --to`.
+        let release = {
+            let state = slot.state.lock().unwrap();
+            state
+                .rollout
+                .as_ref()
+                .map(|r| r.new.release.clone())
+                .or_else(|| state.pending.as_ref().map(|p| p.release.clone()))
+        };
+        if let Some(release) = release {
+            let path = slot
+                .files
+                .dir()
+                .join("releases")
+                .join(format!("{}.json", release.version));
+            state::write_atomic(
+                &path,
+                &serde_json::to_vec_pretty(&release).expect("release serialises"),
+            )?;
+        }
+        if let Some((release, stable)) = start {
+            let controls = Arc::new(Controls::default());
+            *runtime.controls.lock().unwrap() = Some(controls.clone());
+            self.spawn_rollout(runtime, controls, release, stable, strategy, 0);
+        }
+        Ok(deployment)
+    }
+
+    async fn make_release(
+        &self,
+        source: &Source,
+        service: &ServiceSpec,
+    ) -> Result<(String, String), DeployError> {
+        match source {
+            Source::Files { dir, patterns } => {
+                let releases = self.inner.releases.clone();
+                let (dir, patterns) = (dir.clone(), patterns.clone());
+                let (digest, path) =
+                    tokio::task::spawn_blocking(move || releases.add(&dir, &patterns))
+                        .await
+                        .expect("release task")?;
+                Ok((digest, path.display().to_string()))
+            }
+            Source::Digest { digest } => {
+                if let RunSpec::Image { image, .. } = &service.run {
+                    // Image services keep the image reference; the digest is the image id.
+                    return Ok((digest.clone(), image.clone()));
+                }
+                let releases = self.inner.releases.clone();
+                let d = digest.clone();
+                let path = tokio::task::spawn_blocking(move || releases.install(&d))
+                    .await
+                    .expect("release task")?;
+                Ok((digest.clone(), path.display().to_string()))
+            }
+            Source::Image { reference } => {
+                let docker = keelson_engine::executor::docker::connect_engine()
+                    .await
+                    .map_err(|e| {
+                        DeployError::Target(crate::target::TargetError::Connect {
+                            hint: "is dockerd running?".into(),
+                            message: e.to_string(),
+                        })
+                    })?;
+                let image = docker.inspect_image(reference).await.map_err(|e| {
+                    DeployError::Target(crate::target::TargetError::ImageMissing {
+                        id: reference.clone(),
+                        image: format!("{reference} ({e})"),
+                    })
+                })?;
+                let id = image.id.unwrap_or_else(|| reference.clone());
+                Ok((id, reference.clone()))
+            }
+        }
+    }
+
+    async fn deployed_successfully(
+        &self,
+        environment: &str,
+        service: &str,
+        digest: &str,
+    ) -> Result<bool, DeployError> {
+        let files = SlotFiles::new(
+            &slots_root(&self.inner.config.state_dir),
+            environment,
+            service,
+        );
+        let (history, _) = files.history()?;
+        Ok(history
+            .iter()
+            .any(|d| d.digest == digest && d.outcome == Some(Outcome::Succeeded)))
+    }
+
+    async fn slot_for(
+        &self,
+        environment: &str,
+        service: &str,
+        env_spec: &EnvironmentSpec,
+    ) -> Result<Arc<SlotRuntime>, DeployError> {
+        let mut slots = self.inner.slots.lock().await;
+        let key = (environment.to_string(), service.to_string());
+        if let Some(runtime) = slots.get(&key) {
+            return Ok(runtime.clone());
+        }
+        let files = SlotFiles::new(
+            &slots_root(&self.inner.config.state_dir),
+            environment,
+            service,
+        );
+        let state = SlotState {
+            environment: environment.to_string(),
+            service: service.to_string(),
+            environment_spec: env_spec.clone(),
+            next_revision: 1,
+            stable: None,
+            rollout: None,
+            pending: None,
+        };
+        files.save(&state)?;
+        let runtime = self.start_slot(files, state).await?;
+        slots.insert(key, runtime.clone());
+        Ok(runtime)
+    }
+
+    fn spawn_rollout(
+        &self,
+        runtime: Arc<SlotRuntime>,
+        controls: Arc<Controls>,
+        release: Release,
+        stable: Option<Release>,
+        strategy: Strategy,
+        start_step: usize,
+    ) {
+        let settings = self.settings();
+        tokio::spawn(async move {
+            let slot = runtime.slot.clone();
+            let mut rollout = Rollout::new(
+                slot.clone(),
+                controls,
+                settings.clone(),
+                release.clone(),
+                stable.clone(),
+                strategy,
+            );
+            let result = rollout.run(start_step).await;
+            let (outcome, reason) = match result {
+                Ok(()) => {
+                    if let Some(stable) = &stable {
+                        slot.retire_all(&stable.version, stable.service.stop.drain_timeout)
+                            .await;
+                    }
+                    (Outcome::Succeeded, None)
+                }
+                Err(stop) => {
+                    tracing::warn!(reason = %stop.reason, "rolling back");
+                    roll_back(&slot, &settings, &release, stable.as_ref()).await;
+                    (stop.outcome, Some(stop.reason))
+                }
+            };
+            slot.persist_records().await;
+            let mut finished = None;
+            slot.update_state(|state| {
+                let Some(mut r) = state.rollout.take() else {
+                    return;
+                };
+                let message = match (&outcome, &reason) {
+                    (Outcome::Succeeded, _) => format!("{} is now stable", release.version),
+                    (_, Some(reason)) => {
+                        format!(
+                            "{}: {reason}; traffic back on the stable release",
+                            outcome_word(outcome)
+                        )
+                    }
+                    (_, None) => outcome_word(outcome).to_string(),
+                };
+                r.deployment.events.push(Event {
+                    at_unix_ms: now_ms(),
+                    message,
+                    data: None,
+                });
+                r.deployment.outcome = Some(outcome);
+                r.deployment.reason = reason.clone();
+                r.deployment.finished_at_unix_ms = Some(now_ms());
+                if outcome == Outcome::Succeeded {
+                    state.stable = Some(r.new.clone());
+                }
+                finished = Some(r.deployment);
+            });
+            if let Some(deployment) = finished {
+                if let Err(e) = slot.files.append_history(&deployment) {
+                    tracing::error!(error = %e, "cannot append to deployment history");
+                }
+                runtime.finished.send_replace(deployment.revision);
+            }
+            *runtime.controls.lock().unwrap() = None;
+        });
+    }
+
+    /// Waits until deployment `revision` of the slot has finished, and returns it.
+    pub async fn wait(
+        &self,
+        environment: &str,
+        service: &str,
+        revision: u64,
+    ) -> Result<Deployment, DeployError> {
+        let runtime = self
+            .slot_runtime(environment, service)
+            .await
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: environment.into(),
+                service: service.into(),
+            })?;
+        let mut finished = runtime.finished.subscribe();
+        loop {
+            if let Some(d) = self.find(environment, service, revision)? {
+                return Ok(d);
+            }
+            if finished.changed().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    fn find(
+        &self,
+        environment: &str,
+        service: &str,
+        revision: u64,
+    ) -> Result<Option<Deployment>, DeployError> {
+        Ok(self
+            .history(environment, service)?
+            .into_iter()
+            .rev()
+            .find(|d| d.revision == revision))
+    }
+
+    /// Finished deployments of a slot, oldest first.
+    pub fn history(
+        &self,
+        environment: &str,
+        service: &str,
+    ) -> Result<Vec<Deployment>, DeployError> {
+        let files = SlotFiles::new(
+            &slots_root(&self.inner.config.state_dir),
+            environment,
+            service,
+        );
+        let (history, skipped) = files.history()?;
+        for line in skipped {
+            tracing::warn!("{line}");
+        }
+        Ok(history)
+    }
+
+    /// Every slot's status, optionally filtered.
+    pub async fn status(
+        &self,
+        environment: Option<&str>,
+        service: Option<&str>,
+    ) -> Vec<SlotStatus> {
+        let slots: Vec<Arc<SlotRuntime>> =
+            self.inner.slots.lock().await.values().cloned().collect();
+        let mut out = Vec::new();
+        for runtime in slots {
+            let slot = &runtime.slot;
+            if environment.is_some_and(|e| e != slot.environment)
+                || service.is_some_and(|s| s != slot.service)
+            {
+                continue;
+            }
+            let state = slot.state.lock().unwrap().clone();
+            let replicas_of = |version: &str, sets: &BTreeMap<String, Vec<Member>>| {
+                sets.get(version)
+                    .map(|m| m.iter().map(|m| m.replica.state()).collect())
+                    .unwrap_or_default()
+            };
+            let sets = slot.sets.lock().await;
+            let version_status = |set: &SetState| VersionStatus {
+                version: set.release.version.clone(),
+                digest: set.release.digest.clone(),
+                commit: set.release.commit.clone(),
+                replicas: replicas_of(&set.release.version, &sets),
+            };
+            let paused = runtime
+                .controls
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|c| c.paused());
+            out.push(SlotStatus {
+                environment: state.environment.clone(),
+                service: state.service.clone(),
+                listen: state
+                    .environment_spec
+                    .services
+                    .get(&state.service)
+                    .map(|s| s.listen.clone())
+                    .unwrap_or_default(),
+                stable: state.stable.as_ref().map(version_status),
+                rollout: state.rollout.as_ref().map(|r| RolloutStatus {
+                    deployment: r.deployment.clone(),
+                    new: version_status(&r.new),
+                    step: r.step,
+                    weight: r.weight,
+                    paused: paused.clone(),
+                }),
+                pending: state.pending.as_ref().map(|p| p.deployment.clone()),
+            });
+        }
+        out
+    }
+
+    async fn controls(
+        &self,
+        environment: &str,
+        service: &str,
+        action: &'static str,
+    ) -> Result<Arc<Controls>, DeployError> {
+        self.slot_runtime(environment, service)
+            .await
+            .and_then(|r| r.controls.lock().unwrap().clone())
+            .ok_or(DeployError::NothingTo {
+                action,
+                environment: environment.into(),
+                service: service.into(),
+                state: "in progress",
+            })
+    }
+
+    /// Skips the current pause (or switches a blue-green / A/B rollout over).
+    pub async fn promote(&self, environment: &str, service: &str) -> Result<(), DeployError> {
+        self.controls(environment, service, "promote")
+            .await?
+            .promote();
+        Ok(())
+    }
+
+    pub async fn pause(&self, environment: &str, service: &str) -> Result<(), DeployError> {
+        self.controls(environment, service, "pause")
+            .await?
+            .pause("paused by a person".into());
+        Ok(())
+    }
+
+    pub async fn resume(&self, environment: &str, service: &str) -> Result<(), DeployError> {
+        self.controls(environment, service, "resume")
+            .await?
+            .resume();
+        Ok(())
+    }
+
+    /// Stops the rollout in progress: traffic back to stable, new release stopped.
+    pub async fn abort(
+        &self,
+        environment: &str,
+        service: &str,
+        who: &str,
+    ) -> Result<(), DeployError> {
+        if let Some(runtime) = self.slot_runtime(environment, service).await {
+            let mut cancelled = None;
+            runtime.slot.update_state(|state| {
+                if let Some(mut p) = state.pending.take() {
+                    p.deployment.outcome = Some(Outcome::Aborted);
+                    p.deployment.reason = Some(format!("aborted by {who} before approval"));
+                    p.deployment.finished_at_unix_ms = Some(now_ms());
+                    cancelled = Some(p.deployment);
+                }
+            });
+            if let Some(d) = cancelled {
+                runtime.slot.files.append_history(&d)?;
+                runtime.finished.send_replace(d.revision);
+                return Ok(());
+            }
+        }
+        self.controls(environment, service, "abort")
+            .await?
+            .abort(format!("aborted by {who}"));
+        Ok(())
+    }
+
+    /// Starts a deployment waiting for approval.
+    pub async fn approve(
+        &self,
+        environment: &str,
+        service: &str,
+        who: &str,
+    ) -> Result<Deployment, DeployError> {
+        let runtime =
+            self.slot_runtime(environment, service)
+                .await
+                .ok_or(DeployError::NothingTo {
+                    action: "approve",
+                    environment: environment.into(),
+                    service: service.into(),
+                    state: "waiting for approval",
+                })?;
+        let mut started = None;
+        runtime.slot.update_state(|state| {
+            if state.rollout.is_some() {
+                return;
+            }
+            if let Some(mut p) = state.pending.take() {
+                p.deployment.events.push(Event {
+                    at_unix_ms: now_ms(),
+                    message: format!("approved by {who}"),
+                    data: None,
+                });
+                state.rollout = Some(RolloutState {
+                    deployment: p.deployment.clone(),
+                    new: SetState {
+                        release: p.release.clone(),
+                        replicas: Vec::new(),
+                    },
+                    step: 0,
+                    weight: 0,
+                    paused: None,
+                    held: false,
+                });
+                let stable = state.stable.as_ref().map(|s| s.release.clone());
+                started = Some((p.deployment, p.release, stable));
+            }
+        });
+        let (deployment, release, stable) = started.ok_or(DeployError::NothingTo {
+            action: "approve",
+            environment: environment.into(),
+            service: service.into(),
+            state: "waiting for approval",
+        })?;
+        let controls = Arc::new(Controls::default());
+        *runtime.controls.lock().unwrap() = Some(controls.clone());
+        let strategy = deployment.strategy.clone();
+        self.spawn_rollout(runtime, controls, release, stable, strategy, 0);
+        Ok(deployment)
+    }
+
+    /// Deploys an earlier revision's release again (default: the one before the stable one),
+    /// switching all traffic once its replicas are ready (blue-green, promoted automatically).
+    pub async fn rollback(
+        &self,
+        environment: &str,
+        service: &str,
+        to: Option<u64>,
+        who: &str,
+    ) -> Result<Deployment, DeployError> {
+        let runtime = self
+            .slot_runtime(environment, service)
+            .await
+            .ok_or_else(|| DeployError::UnknownService {
+                environment: environment.into(),
+                service: service.into(),
+            })?;
+        let (stable_revision, env_spec) = {
+            let state = runtime.slot.state.lock().unwrap();
+            (
+                state.stable.as_ref().map(|s| s.release.revision),
+                state.environment_spec.clone(),
+            )
+        };
+        let history = self.history(environment, service)?;
+        let candidate = match to {
+            Some(revision) => history
+                .iter()
+                .rev()
+                .find(|d| d.revision == revision && d.outcome == Some(Outcome::Succeeded)),
+            None => history.iter().rev().find(|d| {
+                d.outcome == Some(Outcome::Succeeded) && Some(d.revision) != stable_revision
+            }),
+        }
+        .cloned()
+        .ok_or(DeployError::UnknownRevision {
+            environment: environment.into(),
+            service: service.into(),
+            revision: to.unwrap_or(0),
+        })?;
+        let release = self.release_of(&runtime, candidate.revision)?;
+        let mut config = DeployConfig::default();
+        config
+            .services
+            .insert(service.to_string(), release.service.clone());
+        let mut env_spec = env_spec;
+        env_spec.approval = false;
+        env_spec.promote_from = None;
+        env_spec.branches.clear();
+        config
+            .environments
+            .insert(environment.to_string(), env_spec);
+        self.deploy(DeployRequest {
+            environment: environment.into(),
+            service: service.into(),
+            config,
+            source: Source::Digest {
+                digest: release.digest.clone(),
+            },
+            commit: release.commit.clone(),
+            branch: release.branch.clone(),
+            requested_by: format!("{who} (rollback to r{})", candidate.revision),
+            strategy: Some(Strategy::BlueGreen { auto_promote: true }),
+        })
+        .await
+    }
+
+    /// The release deployment `revision` ran, from the persisted copies.
+    fn release_of(&self, runtime: &SlotRuntime, revision: u64) -> Result<Release, DeployError> {
+        let releases = runtime.slot.files.dir().join("releases");
+        let path = releases.join(format!("r{revision}.json"));
+        let bytes = std::fs::read(&path).map_err(|_| DeployError::UnknownRevision {
+            environment: runtime.slot.environment.clone(),
+            service: runtime.slot.service.clone(),
+            revision,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| {
+            DeployError::State(StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })
+        })
+    }
+
+    /// Stops routing and supervising without stopping anything: replicas and process proxies
+    /// keep serving; the next `open` adopts them.
+    pub async fn detach(&self) {
+        let slots: Vec<Arc<SlotRuntime>> = std::mem::take(&mut *self.inner.slots.lock().await)
+            .into_values()
+            .collect();
+        for runtime in slots {
+            runtime.router_stop.notify_waiters();
+            let sets = std::mem::take(&mut *runtime.slot.sets.lock().await);
+            for member in sets.into_values().flatten() {
+                member.replica.detach();
+            }
+        }
+    }
+
+    /// Stops every replica of every slot (and in-process proxies): `keelson deploy down`.
+    pub async fn stop_all(&self) {
+        let slots: Vec<Arc<SlotRuntime>> = std::mem::take(&mut *self.inner.slots.lock().await)
+            .into_values()
+            .collect();
+        for runtime in slots {
+            runtime.router_stop.notify_waiters();
+            let versions: Vec<String> = runtime.slot.sets.lock().await.keys().cloned().collect();
+            for version in versions {
+                runtime
+                    .slot
+                    .retire_all(&version, Duration::from_secs(5))
+                    .await;
+            }
+        }
+    }
+}
+
+fn strategy_name(strategy: &Strategy) -> &'static str {
+    match strategy {
+        Strategy::Recreate => "recreate",
+        Strategy::Rolling { .. } => "rolling",
+        Strategy::BlueGreen { .. } => "blue-green",
+        Strategy::Canary { .. } => "canary",
+        Strategy::AbTest { .. } => "a/b",
+    }
+}
+
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::RolledBack => "rolled back",
+        Outcome::Aborted => "aborted",
+        Outcome::Failed => "failed",
+    }
+}

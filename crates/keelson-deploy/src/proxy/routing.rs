@@ -1,0 +1,336 @@
+//! The compiled form of a [`RouteTable`] and the per-request routing decision.
+//!
+//! Invariants: a compiled table is validated (unique version names and backend ids, rules,
+//! preview and fallback name versions of the table, version names are cookie-safe, header rule
+//! names are valid header names); choosing a version never allocates; backends are taken in turn
+//! per version, skipping passively ejected ones unless all of them are ejected.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::HeaderMap;
+use hyper::header::{COOKIE, HeaderName};
+use hyper::http::uri::Authority;
+use keelson_pipeline::deploy::RouteRule;
+
+use super::metrics::VersionMetrics;
+use super::{ProxyError, RouteTable};
+
+/// How long a backend that refused a connection is skipped.
+pub(crate) const EJECT_FOR: Duration = Duration::from_secs(5);
+
+/// Live state of one backend, shared across route tables by id.
+#[derive(Debug)]
+pub(crate) struct BackendState {
+    pub(crate) id: String,
+    pub(crate) in_flight: AtomicU64,
+    /// Nanoseconds since the proxy's epoch until which the backend is skipped (0: not ejected).
+    ejected_until: AtomicU64,
+}
+
+impl BackendState {
+    pub(crate) fn new(id: String) -> BackendState {
+        BackendState {
+            id,
+            in_flight: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn eject(&self, epoch: Instant) {
+        let until = nanos_since(epoch) + EJECT_FOR.as_nanos() as u64;
+        self.ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    fn is_ejected(&self, now_nanos: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_nanos
+    }
+}
+
+pub(crate) fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A backend as the hot path needs it.
+#[derive(Debug)]
+pub(crate) struct CompiledBackend {
+    pub(crate) authority: Authority,
+    pub(crate) state: Arc<BackendState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledVersion {
+    pub(crate) name: String,
+    pub(crate) weight: u64,
+    pub(crate) backends: Vec<CompiledBackend>,
+    pub(crate) metrics: Arc<VersionMetrics>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+enum CompiledRule {
+    Header {
+        name: HeaderName,
+        value: String,
+        version: usize,
+    },
+    Cookie {
+        name: String,
+        value: String,
+        version: usize,
+    },
+}
+
+/// A validated route table ready for the hot path.
+#[derive(Debug)]
+pub(crate) struct CompiledTable {
+    pub(crate) source: RouteTable,
+    pub(crate) versions: Vec<CompiledVersion>,
+    rules: Vec<CompiledRule>,
+    total_weight: u64,
+    sticky_cookie: Option<String>,
+    pub(crate) preview: Option<usize>,
+    pub(crate) fallback: Option<usize>,
+}
+
+/// Why a version was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// By a rule, a sticky cookie, the preview listener or the fallback: no cookie to set.
+    Fixed(usize),
+    /// By the weighted draw: set the sticky cookie if configured.
+    Weighted(usize),
+    /// No version can take the request.
+    Nothing,
+}
+
+fn is_cookie_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl CompiledTable {
+    /// Validates and compiles `table`; `state_for` / `metrics_for` give the live state shared
+    /// across tables for a backend id / version name.
+    pub(crate) fn compile(
+        table: RouteTable,
+        mut state_for: impl FnMut(&str) -> Arc<BackendState>,
+        mut metrics_for: impl FnMut(&str) -> Arc<VersionMetrics>,
+    ) -> Result<CompiledTable, ProxyError> {
+        let invalid = |m: String| Err(ProxyError::InvalidRoutes(m));
+        let mut names = HashSet::new();
+        let mut ids = HashSet::new();
+        let mut versions = Vec::with_capacity(table.versions.len());
+        let mut total_weight = 0u64;
+        for version in &table.versions {
+            if !is_cookie_safe(&version.version) {
+                return invalid(format!(
+                    "version name {:?} must be 1-128 letters, digits, '.', '_' or '-'",
+                    version.version
+                ));
+            }
+            if version.version == "none" {
+                return invalid("version name \"none\" is reserved for unrouted requests".into());
+            }
+            if !names.insert(version.version.as_str()) {
+                return invalid(format!("version {:?} appears twice", version.version));
+            }
+            let mut backends = Vec::with_capacity(version.backends.len());
+            for backend in &version.backends {
+                if backend.id.is_empty() || !ids.insert(backend.id.as_str()) {
+                    return invalid(format!(
+                        "backend id {:?} is empty or appears twice",
+                        backend.id
+                    ));
+                }
+                let authority = Authority::try_from(backend.addr.to_string().as_str())
+                    .map_err(|e| ProxyError::InvalidRoutes(format!("backend address: {e}")))?;
+                backends.push(CompiledBackend {
+                    authority,
+                    state: state_for(&backend.id),
+                });
+            }
+            total_weight += u64::from(version.weight);
+            versions.push(CompiledVersion {
+                name: version.version.clone(),
+                weight: u64::from(version.weight),
+                backends,
+                metrics: metrics_for(&version.version),
+                next: AtomicUsize::new(0),
+            });
+        }
+        let index_of = |name: &str, what: &str| {
+            table
+                .versions
+                .iter()
+                .position(|v| v.version == name)
+                .ok_or_else(|| {
+                    ProxyError::InvalidRoutes(format!(
+                        "{what} names version {name:?}, not in the table"
+                    ))
+                })
+        };
+        let mut rules = Vec::with_capacity(table.rules.len());
+        for rule in &table.rules {
+            let version = index_of(&rule.version, "a rule")?;
+            rules.push(match &rule.rule {
+                RouteRule::Header { name, value } => CompiledRule::Header {
+                    name: HeaderName::try_from(name.as_str()).map_err(|_| {
+                        ProxyError::InvalidRoutes(format!("rule header name {name:?} is invalid"))
+                    })?,
+                    value: value.clone(),
+                    version,
+                },
+                RouteRule::Cookie { name, value } => {
+                    if name.is_empty() || name.contains([';', '=', ' ']) {
+                        return invalid(format!("rule cookie name {name:?} is invalid"));
+                    }
+                    CompiledRule::Cookie {
+                        name: name.clone(),
+                        value: value.clone(),
+                        version,
+                    }
+                }
+            });
+        }
+        if let Some(cookie) = &table.sticky_cookie
+            && !is_cookie_safe(cookie)
+        {
+            return invalid(format!(
+                "sticky cookie name {cookie:?} must be letters, digits, '.', '_' or '-'"
+            ));
+        }
+        let preview = table
+            .preview
+            .as_deref()
+            .map(|p| index_of(p, "preview"))
+            .transpose()?;
+        let fallback = match &table.fallback {
+            Some(f) if f.lease.is_zero() => return invalid("fallback lease must be > 0".into()),
+            Some(f) => Some(index_of(&f.version, "fallback")?),
+            None => None,
+        };
+        Ok(CompiledTable {
+            sticky_cookie: table.sticky_cookie.clone(),
+            source: table,
+            versions,
+            rules,
+            total_weight,
+            preview,
+            fallback,
+        })
+    }
+
+    pub(crate) fn sticky_cookie(&self) -> Option<&str> {
+        self.sticky_cookie.as_deref()
+    }
+
+    /// The version for a request on the main listener.
+    pub(crate) fn choose(&self, headers: &HeaderMap, fell_back: bool) -> Choice {
+        if fell_back && let Some(index) = self.fallback {
+            return Choice::Fixed(index);
+        }
+        for rule in &self.rules {
+            let matched = match rule {
+                CompiledRule::Header { name, value, .. } => headers
+                    .get_all(name)
+                    .iter()
+                    .any(|v| v.as_bytes() == value.as_bytes()),
+                CompiledRule::Cookie { name, value, .. } => {
+                    cookie_value(headers, name).is_some_and(|v| v == value)
+                }
+            };
+            if matched {
+                let (CompiledRule::Header { version, .. } | CompiledRule::Cookie { version, .. }) =
+                    rule;
+                return Choice::Fixed(*version);
+            }
+        }
+        if let Some(sticky) = &self.sticky_cookie
+            && let Some(value) = cookie_value(headers, sticky)
+            && let Some(index) = self.versions.iter().position(|v| v.name == value)
+        {
+            return Choice::Fixed(index);
+        }
+        if self.total_weight == 0 {
+            return Choice::Nothing;
+        }
+        let mut draw = random_below(self.total_weight);
+        for (index, version) in self.versions.iter().enumerate() {
+            if draw < version.weight {
+                return Choice::Weighted(index);
+            }
+            draw -= version.weight;
+        }
+        Choice::Nothing
+    }
+
+    /// The next backend of `version` not in `tried` (bitmask of backend indexes), preferring
+    /// backends not ejected.
+    pub(crate) fn pick_backend(&self, version: usize, tried: u64, epoch: Instant) -> Option<usize> {
+        let version = &self.versions[version];
+        let count = version.backends.len();
+        if count == 0 {
+            return None;
+        }
+        if count == 1 {
+            // The common single-replica case: no turn-taking, no clock read.
+            return (tried & 1 == 0).then_some(0);
+        }
+        let start = version.next.fetch_add(1, Ordering::Relaxed);
+        let now = nanos_since(epoch);
+        let untried = |i: &usize| *i >= 64 || tried & (1 << *i) == 0;
+        let mut order = (0..count).map(|k| (start + k) % count);
+        order
+            .clone()
+            .filter(untried)
+            .find(|&i| !version.backends[i].state.is_ejected(now))
+            .or_else(|| order.find(untried))
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+            {
+                return Some(v.trim_matches('"'));
+            }
+        }
+    }
+    None
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // A failed getrandom leaves a fixed seed mixed with the thread's address: still well spread.
+    let _ = getrandom::fill(&mut bytes);
+    let local = 0u8;
+    (u64::from_le_bytes(bytes) ^ (&raw const local as u64)) | 1
+}
+
+/// A uniform draw in `0..bound` (`bound` > 0) from a per-thread xorshift64* generator.
+pub(crate) fn random_below(bound: u64) -> u64 {
+    RNG.with(|cell| {
+        let mut x = cell.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        cell.set(x);
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        ((u128::from(r) * u128::from(bound)) >> 64) as u64
+    })
+}

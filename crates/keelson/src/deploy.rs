@@ -1,0 +1,862 @@
+//! `keelson deploy …`: the deploy controller daemon (`daemon`), the per-service traffic proxy
+//! process it starts (`proxy`, hidden), the commands people use (`start`, `status`, `promote`,
+//! `pause`, `resume`, `abort`, `approve`, `rollback`, `history`, `down`), and the
+//! `keelson/deploy` built-in step behind pipeline `deploy:` jobs.
+//!
+//! Every command talks to the controller through its control socket
+//! (`<data>/deploy/control.sock`); the controller is the long-running process that supervises
+//! the deployed services. A pipeline deploy job starts the daemon when none runs on the host
+//! (printed, with how to stop it).
+
+// The commands' output is their stdout.
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use keelson_deploy::controller::control::{
+    ControlClient, ControlRequest, ControlResponse, serve as serve_control,
+};
+use keelson_deploy::controller::state::{Deployment, Outcome};
+use keelson_deploy::controller::{
+    Controller, ControllerConfig, DeployRequest, ProxyMode, SlotStatus, Source,
+};
+use keelson_deploy::proxy::{ProxyConfig, ProxyProcessConfig, run_proxy_process};
+use keelson_engine::builtin::{BuiltinOutcome, BuiltinRequest};
+use keelson_pipeline::deploy::{DeployConfig, RunSpec};
+
+/// `keelson deploy`.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Run the deploy controller on this host (supervises services, runs rollouts).
+    Daemon(DaemonArgs),
+    /// Deploy the project in a directory to an environment (its `deploy:` block).
+    Start(StartArgs),
+    /// Show what runs where, and any rollout in progress.
+    Status(SlotArgs),
+    /// Finished deployments of a service in an environment.
+    History(TargetArgs),
+    /// Skip the current pause of a rollout (or switch a blue-green / A/B rollout over).
+    Promote(TargetArgs),
+    /// Pause a rollout at its next step.
+    Pause(TargetArgs),
+    /// Resume a paused rollout.
+    Resume(TargetArgs),
+    /// Stop a rollout: traffic back to the stable release, new release stopped.
+    Abort(TargetArgs),
+    /// Start a deployment waiting for approval.
+    Approve(WaitArgs),
+    /// Deploy an earlier release again (default: the one before the current).
+    Rollback(RollbackArgs),
+    /// Stop the controller, every deployed service and its proxy.
+    Down,
+    /// (internal) Run one service's traffic proxy; started by the controller.
+    #[command(hide = true)]
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Fail a rollout whose replicas are not ready within this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub ready_deadline: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Environment to deploy to.
+    pub environment: String,
+    /// Project directory (with `.keelson.yml`).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Services to deploy (default: every service the environment lists).
+    #[arg(long = "service", value_name = "NAME")]
+    pub services: Vec<String>,
+    /// Return once the deployment has started instead of waiting for its end.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SlotArgs {
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    pub environment: String,
+    pub service: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    pub environment: String,
+    pub service: String,
+    /// Return once started instead of waiting for the end.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub environment: String,
+    pub service: String,
+    /// Revision to go back to (`3` or `r3`).
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    #[arg(long)]
+    pub listen: String,
+    #[arg(long)]
+    pub preview: Option<String>,
+    #[arg(long)]
+    pub admin: PathBuf,
+    #[arg(long)]
+    pub state: PathBuf,
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub environment: String,
+}
+
+fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("deploy")
+}
+
+fn socket(data_dir: &Path) -> PathBuf {
+    state_dir(data_dir).join("control.sock")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn who() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::geteuid() }))
+}
+
+/// Runs a `keelson deploy` command.
+pub fn deploy_command(command: DeployCommand, data_dir: &Path) -> anyhow::Result<u8> {
+    match command {
+        DeployCommand::Daemon(args) => daemon(data_dir, Duration::from_secs(args.ready_deadline)),
+        DeployCommand::Proxy(args) => proxy(args),
+        DeployCommand::Down => down(data_dir),
+        other => runtime()?.block_on(client_command(other, data_dir)),
+    }
+}
+
+fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
+    crate::serve::init_tracing_for_daemon();
+    let exe = std::env::current_exe().context("locating the keelson executable")?;
+    runtime()?.block_on(async move {
+        let mut config = ControllerConfig::new(
+            state_dir(data_dir),
+            ProxyMode::Process {
+                exe,
+                args: vec!["deploy".into(), "proxy".into()],
+            },
+        );
+        config.ready_deadline = ready_deadline;
+        let controller = Controller::open(config)
+            .await
+            .context("starting the deploy controller")?;
+        let socket = socket(data_dir);
+        let server = tokio::spawn({
+            let controller = controller.clone();
+            let socket = socket.clone();
+            async move { serve_control(controller, &socket).await }
+        });
+        tracing::info!(socket = %socket.display(), "deploy controller ready");
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let stop_services = tokio::select! {
+            _ = term.recv() => false,
+            _ = int.recv() => false,
+            // `keelson deploy down`: stop everything.
+            _ = usr1.recv() => true,
+            r = server => {
+                r.context("control socket task")?.context("control socket")?;
+                false
+            }
+        };
+        let _ = std::fs::remove_file(&socket);
+        if stop_services {
+            controller.stop_all().await;
+        } else {
+            // Services keep running; the next daemon adopts them.
+            controller.detach().await;
+        }
+        anyhow::Ok(0)
+    })
+}
+
+fn proxy(args: ProxyArgs) -> anyhow::Result<u8> {
+    crate::serve::init_tracing_for_daemon();
+    let listen = args
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {}", args.listen))?;
+    let preview = args
+        .preview
+        .as_deref()
+        .map(|p| p.parse().with_context(|| format!("--preview {p}")))
+        .transpose()?;
+    runtime()?.block_on(async move {
+        run_proxy_process(ProxyProcessConfig {
+            proxy: ProxyConfig {
+                service: args.service,
+                environment: args.environment,
+                listen,
+                preview,
+                upstream_timeout: Duration::from_secs(60),
+            },
+            admin_socket: args.admin,
+            state_file: args.state,
+        })
+        .await
+        .context("proxy")?;
+        anyhow::Ok(0)
+    })
+}
+
+/// `keelson deploy down`: asks the daemon to stop every service and exit, and stops the proxies.
+fn down(data_dir: &Path) -> anyhow::Result<u8> {
+    let pid_file = state_dir(data_dir).join("daemon.pid");
+    let mut stopped = false;
+    if let Ok(text) = std::fs::read_to_string(&pid_file)
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && is_keelson_daemon(pid)
+    {
+        // SAFETY: kill with a valid signal number.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        for _ in 0..300 {
+            if !Path::new(&format!("/proc/{pid}")).exists() || !is_keelson_daemon(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stopped = true;
+    }
+    // Proxies are separate processes: stop those whose admin socket lives under our state dir.
+    let mut proxies = 0;
+    let slots = state_dir(data_dir).join("slots");
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_proxy = args.windows(2).any(|w| w[0] == "deploy" && w[1] == "proxy");
+            let ours = args
+                .iter()
+                .any(|a| Path::new(a).starts_with(&slots) && a.ends_with("proxy.sock"));
+            if is_proxy && ours {
+                // SAFETY: kill with a valid signal number.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                proxies += 1;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    println!(
+        "{}; {proxies} proxy process(es) stopped",
+        if stopped {
+            "deploy controller and its services stopped"
+        } else {
+            "no deploy controller was running"
+        }
+    );
+    Ok(0)
+}
+
+fn is_keelson_daemon(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"deploy" && w[1] == b"daemon")
+        })
+        .unwrap_or(false)
+}
+
+async fn client_command(command: DeployCommand, data_dir: &Path) -> anyhow::Result<u8> {
+    let client = ControlClient::new(socket(data_dir));
+    let call = |request: ControlRequest| {
+        let client = client.clone();
+        async move { client.call(&request).await.map_err(anyhow::Error::from) }
+    };
+    match command {
+        DeployCommand::Start(args) => {
+            let outcome = start(&client, &args, data_dir, &mut |line| println!("{line}")).await?;
+            Ok(if outcome { 0 } else { 1 })
+        }
+        DeployCommand::Status(args) => {
+            let response = call(ControlRequest::Status {
+                environment: args.environment,
+                service: args.service,
+            })
+            .await?;
+            let ControlResponse::Status { slots } = response else {
+                bail!("unexpected answer from the controller");
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&slots)?);
+            } else if slots.is_empty() {
+                println!("nothing deployed");
+            } else {
+                for slot in &slots {
+                    print!("{}", render_status(slot));
+                }
+            }
+            Ok(0)
+        }
+        DeployCommand::History(args) => {
+            let response = call(ControlRequest::History {
+                environment: args.environment,
+                service: args.service,
+            })
+            .await?;
+            let ControlResponse::History { deployments } = response else {
+                bail!("unexpected answer from the controller");
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&deployments)?);
+            } else {
+                print!("{}", render_history(&deployments));
+            }
+            Ok(0)
+        }
+        DeployCommand::Promote(a) => simple(
+            call(ControlRequest::Promote {
+                environment: a.environment,
+                service: a.service,
+            })
+            .await,
+            "promoted",
+        ),
+        DeployCommand::Pause(a) => simple(
+            call(ControlRequest::Pause {
+                environment: a.environment,
+                service: a.service,
+            })
+            .await,
+            "paused",
+        ),
+        DeployCommand::Resume(a) => simple(
+            call(ControlRequest::Resume {
+                environment: a.environment,
+                service: a.service,
+            })
+            .await,
+            "resumed",
+        ),
+        DeployCommand::Abort(a) => simple(
+            call(ControlRequest::Abort {
+                environment: a.environment,
+                service: a.service,
+                who: who(),
+            })
+            .await,
+            "aborting: traffic back to the stable release",
+        ),
+        DeployCommand::Approve(a) => finished(
+            call(ControlRequest::Approve {
+                environment: a.environment,
+                service: a.service,
+                who: who(),
+                wait: !a.no_wait,
+            })
+            .await?,
+        ),
+        DeployCommand::Rollback(a) => {
+            let to =
+                a.to.as_deref()
+                    .map(|t| {
+                        t.trim_start_matches('r')
+                            .parse::<u64>()
+                            .with_context(|| format!("--to {t}: expected a revision like 3 or r3"))
+                    })
+                    .transpose()?;
+            finished(
+                call(ControlRequest::Rollback {
+                    environment: a.environment,
+                    service: a.service,
+                    to,
+                    who: who(),
+                    wait: !a.no_wait,
+                })
+                .await?,
+            )
+        }
+        DeployCommand::Daemon(_) | DeployCommand::Proxy(_) | DeployCommand::Down => {
+            unreachable!("handled before")
+        }
+    }
+}
+
+fn simple(response: anyhow::Result<ControlResponse>, word: &str) -> anyhow::Result<u8> {
+    response?;
+    println!("{word}");
+    Ok(0)
+}
+
+fn finished(response: ControlResponse) -> anyhow::Result<u8> {
+    let ControlResponse::Deployment { deployment } = response else {
+        bail!("unexpected answer from the controller");
+    };
+    print!("{}", render_deployment(&deployment));
+    Ok(match deployment.outcome {
+        Some(Outcome::Succeeded) | None => 0,
+        _ => 1,
+    })
+}
+
+/// Reads the project's pipeline and deploys each service; true when all succeeded.
+async fn start(
+    client: &ControlClient,
+    args: &StartArgs,
+    data_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<bool> {
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", args.dir.display()))?;
+    let pipeline = crate::commands::load_pipeline_for_deploy(&dir)?;
+    let Some(config) = pipeline.deploy.clone() else {
+        bail!("{} has no `deploy:` block", dir.display());
+    };
+    let env = config
+        .environments
+        .get(&args.environment)
+        .with_context(|| format!("unknown environment `{}`", args.environment))?;
+    let services: Vec<String> = if args.services.is_empty() {
+        env.services.keys().cloned().collect()
+    } else {
+        args.services.clone()
+    };
+    let git = keelson_engine::git::GitInfo::detect(&dir, "deploy");
+    let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    let mut ok = true;
+    for service in services {
+        let patterns = artifact_patterns(&pipeline, &config, &service)?;
+        let request = DeployRequest {
+            environment: args.environment.clone(),
+            service: service.clone(),
+            config: config.clone(),
+            source: source_for(&config, &service, &dir, patterns)?,
+            commit: non_empty(&git.sha),
+            branch: non_empty(&git.branch),
+            requested_by: who(),
+            strategy: None,
+        };
+        ok &= deploy_one(client, request, !args.no_wait, data_dir, log).await?;
+    }
+    Ok(ok)
+}
+
+/// The files of a command service's release: its artifact job's `artifacts.paths`, or the
+/// command's program when it has no artifact job.
+fn artifact_patterns(
+    pipeline: &keelson_pipeline::Pipeline,
+    config: &DeployConfig,
+    service: &str,
+) -> anyhow::Result<Vec<String>> {
+    let spec = config
+        .services
+        .get(service)
+        .with_context(|| format!("unknown service `{service}`"))?;
+    Ok(match &spec.run {
+        RunSpec::Command {
+            artifact: Some(job),
+            ..
+        } => pipeline
+            .jobs
+            .get(job)
+            .and_then(|j| j.artifacts.as_ref())
+            .map(|a| a.paths.iter().map(|p| p.value.clone()).collect())
+            .unwrap_or_default(),
+        RunSpec::Command { command, .. } => vec![command[0].trim_start_matches("./").to_string()],
+        RunSpec::Image { .. } => Vec::new(),
+    })
+}
+
+fn source_for(
+    config: &DeployConfig,
+    service: &str,
+    dir: &Path,
+    patterns: Vec<String>,
+) -> anyhow::Result<Source> {
+    let spec = config
+        .services
+        .get(service)
+        .with_context(|| format!("unknown service `{service}`"))?;
+    Ok(match &spec.run {
+        RunSpec::Command { .. } => Source::Files {
+            dir: dir.to_path_buf(),
+            patterns,
+        },
+        RunSpec::Image { image, .. } => Source::Image {
+            reference: image.clone(),
+        },
+    })
+}
+
+async fn deploy_one(
+    client: &ControlClient,
+    request: DeployRequest,
+    wait: bool,
+    data_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<bool> {
+    let (env, service) = (request.environment.clone(), request.service.clone());
+    log(&format!("deploying {service} to {env}"));
+    ensure_daemon(client, data_dir, log).await?;
+    let response = client
+        .call(&ControlRequest::Deploy { request, wait })
+        .await?;
+    let ControlResponse::Deployment { deployment } = response else {
+        bail!("unexpected answer from the controller");
+    };
+    for line in render_deployment(&deployment).lines() {
+        log(line);
+    }
+    Ok(matches!(
+        deployment.outcome,
+        Some(Outcome::Succeeded) | None
+    ))
+}
+
+/// Starts `keelson deploy daemon` detached when no controller answers on this host.
+async fn ensure_daemon(
+    client: &ControlClient,
+    data_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let probe = ControlRequest::Status {
+        environment: Some(String::new()),
+        service: None,
+    };
+    if client.call(&probe).await.is_ok() {
+        return Ok(());
+    }
+    let dir = state_dir(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log_path = dir.join("daemon.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("locating the keelson executable")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["deploy", "daemon"])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe; the daemon gets its own session so it outlives
+        // this command and its terminal.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let child = command
+        .spawn()
+        .context("starting `keelson deploy daemon`")?;
+    let pid = child.id();
+    std::fs::write(dir.join("daemon.pid"), pid.to_string())?;
+    for _ in 0..100 {
+        if client.call(&probe).await.is_ok() {
+            log(&format!(
+                "started the deploy controller (pid {pid}, log {}); it keeps deployed services running after this command. `keelson deploy down` stops it and them",
+                log_path.display()
+            ));
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the deploy controller did not start; see {}",
+        log_path.display()
+    )
+}
+
+/// The `keelson/deploy` built-in step: what a pipeline `deploy:` job runs.
+pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> BuiltinOutcome {
+    let result = (|| -> anyhow::Result<bool> {
+        let input = |name: &str| request.inputs.get(name).cloned().unwrap_or_default();
+        let config: DeployConfig =
+            serde_json::from_str(&input("config")).context("the deploy job's configuration")?;
+        let environment = input("environment");
+        let services: Vec<String> = input("services")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let strategy = match input("strategy").as_str() {
+            "" => None,
+            json => Some(serde_json::from_str(json).context("the deploy job's strategy")?),
+        };
+        let patterns: std::collections::BTreeMap<String, Vec<String>> =
+            serde_json::from_str(&input("artifacts")).unwrap_or_default();
+        let commit = Some(input("commit")).filter(|c| !c.is_empty());
+        let branch = Some(input("branch")).filter(|c| !c.is_empty());
+        let requested_by = Some(input("requested-by"))
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(who);
+        let data_dir = request.data_dir.clone();
+        let workspace = request.workspace.clone();
+        let rt = runtime()?;
+        rt.block_on(async {
+            let client = ControlClient::new(socket(&data_dir));
+            let mut ok = true;
+            for service in services {
+                let service_patterns = patterns.get(&service).cloned().unwrap_or_default();
+                let deploy = DeployRequest {
+                    environment: environment.clone(),
+                    service: service.clone(),
+                    config: config.clone(),
+                    source: source_for(&config, &service, &workspace, service_patterns)?,
+                    commit: commit.clone(),
+                    branch: branch.clone(),
+                    requested_by: requested_by.clone(),
+                    strategy: strategy.clone(),
+                };
+                ok &= deploy_one(&client, deploy, true, &data_dir, log).await?;
+                if !ok {
+                    break;
+                }
+            }
+            Ok(ok)
+        })
+    })();
+    match result {
+        Ok(true) => BuiltinOutcome {
+            success: true,
+            ..BuiltinOutcome::default()
+        },
+        Ok(false) => BuiltinOutcome {
+            success: false,
+            reason: Some("the deployment did not succeed".into()),
+            ..BuiltinOutcome::default()
+        },
+        Err(e) => {
+            log(&format!("error: {e:#}"));
+            BuiltinOutcome {
+                success: false,
+                reason: Some(format!("{e:#}")),
+                ..BuiltinOutcome::default()
+            }
+        }
+    }
+}
+
+fn ms_to_text(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn outcome_text(d: &Deployment) -> &'static str {
+    match d.outcome {
+        None => "in progress",
+        Some(Outcome::Succeeded) => "succeeded",
+        Some(Outcome::RolledBack) => "rolled back",
+        Some(Outcome::Aborted) => "aborted",
+        Some(Outcome::Failed) => "failed",
+    }
+}
+
+/// A deployment with its events, for people.
+pub fn render_deployment(d: &Deployment) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} ({}) {}{}",
+        d.id,
+        d.version,
+        short(&d.digest),
+        outcome_text(d),
+        d.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    for e in &d.events {
+        let _ = writeln!(out, "  {}  {}", ms_to_text(e.at_unix_ms), e.message);
+    }
+    out
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+fn render_status(slot: &SlotStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}/{} on {}",
+        slot.environment, slot.service, slot.listen
+    );
+    let replicas = |r: &[keelson_deploy::target::ReplicaState]| {
+        let ready = r.iter().filter(|s| s.ready).count();
+        let restarts: u32 = r.iter().map(|s| s.restarts).sum();
+        format!("{ready}/{} ready, {restarts} restarts", r.len())
+    };
+    match &slot.stable {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "  stable   {} ({}{}) {}",
+                s.version,
+                short(&s.digest),
+                s.commit
+                    .as_deref()
+                    .map(|c| format!(", commit {}", &c[..c.len().min(10)]))
+                    .unwrap_or_default(),
+                replicas(&s.replicas)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  stable   none");
+        }
+    }
+    if let Some(r) = &slot.rollout {
+        let _ = writeln!(
+            out,
+            "  rollout  {} ({}) step {}, weight {}%{} {}",
+            r.new.version,
+            short(&r.new.digest),
+            r.step + 1,
+            r.weight,
+            r.paused
+                .as_deref()
+                .map(|p| format!(", paused: {p}"))
+                .unwrap_or_default(),
+            replicas(&r.new.replicas)
+        );
+        for e in r.deployment.events.iter().rev().take(5).rev() {
+            let _ = writeln!(out, "    {}  {}", ms_to_text(e.at_unix_ms), e.message);
+        }
+    }
+    if let Some(p) = &slot.pending {
+        let _ = writeln!(
+            out,
+            "  pending  {} waiting for `keelson deploy approve {} {}`",
+            p.version, slot.environment, slot.service
+        );
+    }
+    out
+}
+
+fn render_history(deployments: &[Deployment]) -> String {
+    let mut out = String::new();
+    if deployments.is_empty() {
+        out.push_str("no deployments yet\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<5} {:<21} {:<12} {:<12} {:<10} {:<16} reason",
+        "REV", "STARTED", "OUTCOME", "DIGEST", "COMMIT", "BY"
+    );
+    for d in deployments {
+        let _ = writeln!(
+            out,
+            "{:<5} {:<21} {:<12} {:<12} {:<10} {:<16} {}",
+            d.version,
+            ms_to_text(d.started_at_unix_ms),
+            outcome_text(d),
+            short(&d.digest),
+            d.commit
+                .as_deref()
+                .map(|c| &c[..c.len().min(10)])
+                .unwrap_or("-"),
+            d.requested_by,
+            d.reason.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// The built-in steps of this binary: `keelson/scan` and `keelson/deploy`.
+pub struct Builtins;
+
+impl keelson_engine::builtin::BuiltinSteps for Builtins {
+    fn run(&self, request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> BuiltinOutcome {
+        if request.name == keelson_pipeline::deploy_lower::DEPLOY_STEP {
+            deploy_step(request, log)
+        } else {
+            crate::scan::ScanStep.run(request, log)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_render_in_utc() {
+        assert_eq!(ms_to_text(0), "1970-01-01 00:00:00Z");
+        assert_eq!(ms_to_text(1_795_000_000_000), "2026-11-18 08:26:40Z");
+    }
+}
