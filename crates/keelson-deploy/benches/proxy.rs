@@ -1,24 +1,43 @@
-//! Proxy overhead: requests/s and p99 latency through the in-process proxy vs directly to the
-//! same backend, measured with the same `wrk` command both ways.
+//! Proxy overhead: requests/s and p99 latency through the in-process deploy proxy vs directly to
+//! the same backend, with the same `wrk` command both ways, printed in one run for two backends:
 //!
-//! The backend is this binary run again with `KEELSON_PROXY_BENCH_BACKEND` set: a hyper
-//! HTTP/1.1 server on a tokio runtime answering every request with a 100-byte body. The proxy
-//! runs in this process on its own tokio runtime. Both sides are warmed up first, then measured in
-//! alternating rounds (direct, proxied, …); the median round of each side is reported.
+//! - **hello-service** (the headline): the release binary of `examples/hello-service`, the service
+//!   Keelson deploys in its demo and tests, built by this bench with cargo (offline) and run with
+//!   `HELLO_WORKERS` connection threads;
+//! - **trivial** (the worst case): this binary run again with `KEELSON_PROXY_BENCH_BACKEND` set, a
+//!   hyper HTTP/1.1 server on a 1-worker tokio runtime answering a fixed 100-byte body, so the
+//!   proxy's cost is compared with a backend that costs next to nothing.
 //!
-//! Settings (environment): `KEELSON_BENCH_SECONDS` (per round, default 10),
-//! `KEELSON_BENCH_ROUNDS` (default 2), `KEELSON_BENCH_CONNECTIONS` (default 32),
-//! `KEELSON_BENCH_PROXY_THREADS` / `KEELSON_BENCH_BACKEND_THREADS` (worker threads, default 1
-//! each; wrk uses 1 thread). Without `wrk` it prints why and exits 0, or 1 when `CI` is set.
+//! Each backend is measured under two loads, direct and proxied alternating within a round:
+//!
+//! - **saturating**: `wrk -t1 -c<connections>` back to back as fast as the machine allows; this
+//!   gives the throughput ratio (and a p99 dominated by CPU queueing);
+//! - **paced**: `wrk -t1 -c<paced connections>` with a Lua `delay()` of 1 ms before each request
+//!   of a connection, i.e. roughly a fixed offered rate far below saturation, so the p99 compares
+//!   the latency a request sees rather than the length of the CPU run queue.
+//!
+//! Thread budget (identical for direct and proxied runs; every process exists during both): wrk
+//! one thread, the proxy one runtime thread in this process (current-thread runtime unless
+//! `KEELSON_BENCH_PROXY_RUNTIME=multi`), the backend its own process (hello-service: one thread
+//! per open connection; trivial: one tokio worker). The median round of each measurement is
+//! reported, with the CPU each process spent per request (from `/proc/<pid>/stat` and, for wrk,
+//! `getrusage(RUSAGE_CHILDREN)`).
+//!
+//! Settings (environment): `KEELSON_BENCH_SECONDS` (per run, default 8), `KEELSON_BENCH_ROUNDS`
+//! (default 3), `KEELSON_BENCH_CONNECTIONS` (saturating, default 32),
+//! `KEELSON_BENCH_PACED_CONNECTIONS` (default 8), `KEELSON_BENCH_PROXY_RUNTIME` (`current` or
+//! `multi`), `KEELSON_BENCH_PROXY_THREADS` (workers of the multi-thread runtime, default 1),
+//! `KEELSON_BENCH_HELLO_WORKERS` (default 64), `KEELSON_BENCH_BACKENDS` (`hello,trivial`).
+//! Without `wrk` it prints why and exits 0, or 1 when `CI` is set.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::convert::Infallible;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,8 +48,12 @@ use keelson_deploy::proxy::{Backend, Proxy, ProxyConfig, RouteTable, VersionRout
 
 const BACKEND_ENV: &str = "KEELSON_PROXY_BENCH_BACKEND";
 const WRK: &str = "/usr/bin/wrk";
-/// The backend's answer: 100 bytes.
+/// The trivial backend's answer: 100 bytes.
 const BODY: &[u8; 100] = b"keelson proxy benchmark body: 0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVW\n";
+/// The paced load: each connection waits this long after a response before its next request.
+const PACED_DELAY_MS: u64 = 1;
+const THROUGHPUT_TARGET: f64 = 0.8;
+const P99_TARGET_MS: f64 = 1.0;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -39,9 +62,17 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+struct Settings {
+    seconds: u64,
+    rounds: u64,
+    connections: u64,
+    paced_connections: u64,
+    paced_script: PathBuf,
+}
+
 fn main() {
     if std::env::var_os(BACKEND_ENV).is_some() {
-        run_backend();
+        run_trivial_backend();
         return;
     }
     if !Path::new(WRK).exists() {
@@ -52,130 +83,360 @@ fn main() {
             0
         });
     }
-    let seconds = env_number("KEELSON_BENCH_SECONDS", 10);
-    let rounds = env_number("KEELSON_BENCH_ROUNDS", 2).max(1);
-    let connections = env_number("KEELSON_BENCH_CONNECTIONS", 32);
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let paced_script = scratch.path().join("paced.lua");
+    std::fs::write(
+        &paced_script,
+        format!("function delay()\n  return {PACED_DELAY_MS}\nend\n"),
+    )
+    .expect("write the wrk pacing script");
+    let settings = Settings {
+        seconds: env_number("KEELSON_BENCH_SECONDS", 8).max(1),
+        rounds: env_number("KEELSON_BENCH_ROUNDS", 3).max(1),
+        connections: env_number("KEELSON_BENCH_CONNECTIONS", 32).max(1),
+        paced_connections: env_number("KEELSON_BENCH_PACED_CONNECTIONS", 8).max(1),
+        paced_script,
+    };
+    let multi_thread = std::env::var("KEELSON_BENCH_PROXY_RUNTIME").is_ok_and(|v| v == "multi");
     let proxy_threads = env_number("KEELSON_BENCH_PROXY_THREADS", 1).max(1) as usize;
-    let backend_threads = env_number("KEELSON_BENCH_BACKEND_THREADS", 1).max(1);
+    let hello_workers = env_number("KEELSON_BENCH_HELLO_WORKERS", 64).clamp(1, 256);
+    let wanted = std::env::var("KEELSON_BENCH_BACKENDS").unwrap_or_else(|_| "hello,trivial".into());
 
+    println!(
+        "proxy overhead, {} CPU(s); load: wrk -t1 --latency, saturating -c{} and paced -c{} \
+         (1 ms Lua delay per request), {} s per run, {} round(s), direct/proxied alternating",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        settings.connections,
+        settings.paced_connections,
+        settings.seconds,
+        settings.rounds
+    );
+    println!(
+        "threads: wrk 1; proxy {} in this process; hello-service {hello_workers} connection \
+         threads (one per open connection); trivial backend 1 tokio worker",
+        if multi_thread {
+            format!("multi-thread runtime with {proxy_threads} worker(s)")
+        } else {
+            "current-thread runtime (1 thread)".to_owned()
+        }
+    );
+
+    let mut reports = Vec::new();
+    for name in wanted.split(',').map(str::trim) {
+        let backend = match name {
+            "hello" => start_hello_service(hello_workers, scratch.path()),
+            "trivial" => start_trivial_backend(),
+            other => panic!("KEELSON_BENCH_BACKENDS: unknown backend {other:?} (hello, trivial)"),
+        };
+        let proxy = ProxyThread::start(backend.addr, multi_thread, proxy_threads);
+        reports.push(measure(name, &backend, proxy.addr, &settings));
+        proxy.stop();
+        drop(backend);
+    }
+    print_reports(&reports, &settings);
+}
+
+/// A backend process, killed when dropped.
+struct BackendProcess {
+    label: &'static str,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds `examples/hello-service` (release, offline) and returns its executable.
+fn build_hello_service() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/hello-service/Cargo.toml")
+        .canonicalize()
+        .expect("examples/hello-service/Cargo.toml exists");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_NET_OFFLINE", "true")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build for hello-service");
+    assert!(output.status.success(), "building hello-service failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "hello-service")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported the hello-service executable")
+}
+
+fn start_hello_service(workers: u64, scratch: &Path) -> BackendProcess {
+    let exe = build_hello_service();
+    let addr_file = scratch.join("hello.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(&exe)
+        .env("HELLO_ADDR", "127.0.0.1:0")
+        .env("HELLO_ADDR_FILE", &addr_file)
+        .env("HELLO_WORKERS", workers.to_string())
+        .env_remove("HELLO_FAIL_RATE")
+        .env_remove("HELLO_DELAY_MS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+    let mut backend = BackendProcess {
+        label: "hello-service",
+        addr: "127.0.0.1:0".parse().unwrap(),
+        child,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let written = std::fs::read_to_string(&addr_file).unwrap_or_default();
+        if let Ok(addr) = written.trim().parse() {
+            backend.addr = addr;
+            return backend;
+        }
+        if let Ok(Some(status)) = backend.child.try_wait() {
+            panic!("hello-service exited early ({status})");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hello-service wrote no address to {} within 10 s",
+            addr_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_trivial_backend() -> BackendProcess {
     let exe = std::env::current_exe().expect("own executable");
-    let mut backend = Command::new(exe)
-        .env(BACKEND_ENV, backend_threads.to_string())
+    let mut child = Command::new(exe)
+        .env(BACKEND_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("start the backend process");
+        .expect("start the trivial backend process");
     let mut first_line = String::new();
-    BufReader::new(backend.stdout.take().expect("backend stdout"))
+    BufReader::new(child.stdout.take().expect("backend stdout"))
         .read_line(&mut first_line)
         .expect("backend announces its address");
-    let backend_addr: SocketAddr = first_line
+    let addr = first_line
         .trim()
         .strip_prefix("LISTEN ")
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| {
-            panic!("backend said {first_line:?}, expected `LISTEN addr`");
-        });
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(proxy_threads)
-        .enable_all()
-        .build()
-        .expect("proxy runtime");
-    let proxy = runtime.block_on(async {
-        Proxy::start(
-            ProxyConfig {
-                service: "bench".into(),
-                environment: "bench".into(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                preview: None,
-                upstream_timeout: Duration::from_secs(10),
-            },
-            RouteTable {
-                versions: vec![VersionRoute {
-                    version: "r1".into(),
-                    weight: 1,
-                    backends: vec![Backend {
-                        id: "b0".into(),
-                        addr: backend_addr,
-                    }],
-                }],
-                ..RouteTable::default()
-            },
-        )
-        .await
-        .expect("start the proxy")
-    });
-    let proxy_addr = proxy.listen_addr();
-
-    println!(
-        "proxy overhead: wrk -t1 -c{connections} -d{seconds}s --latency, {rounds} round(s) each; \
-         backend {backend_threads} worker thread(s) in its own process, proxy {proxy_threads} \
-         worker thread(s); {} CPU(s)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    // Warm-up: connections, pools, caches, CPU frequency.
-    wrk(backend_addr, connections, 3);
-    wrk(proxy_addr, connections, 3);
-
-    let own_pid = std::process::id();
-    let mut direct = Vec::new();
-    let mut proxied = Vec::new();
-    for _ in 0..rounds {
-        direct.push(wrk(backend_addr, connections, seconds));
-        let proxy_before = process_cpu_seconds(own_pid);
-        let backend_before = process_cpu_seconds(backend.id());
-        let mut result = wrk(proxy_addr, connections, seconds);
-        result.proxy_cpu = process_cpu_seconds(own_pid) - proxy_before;
-        result.backend_cpu = process_cpu_seconds(backend.id()) - backend_before;
-        proxied.push(result);
+        .unwrap_or_else(|| panic!("backend said {first_line:?}, expected `LISTEN addr`"));
+    BackendProcess {
+        label: "trivial",
+        addr,
+        child,
     }
-    let direct = median(direct);
-    let proxied = median(proxied);
-
-    println!();
-    println!("| path     | requests/s | p99 latency |");
-    println!("| -------- | ---------: | ----------: |");
-    println!(
-        "| direct   | {:>10.0} | {:>8.3} ms |",
-        direct.requests_per_second, direct.p99_ms
-    );
-    println!(
-        "| proxied  | {:>10.0} | {:>8.3} ms |",
-        proxied.requests_per_second, proxied.p99_ms
-    );
-    let proxied_requests = proxied.requests_per_second * seconds as f64;
-    println!();
-    println!(
-        "CPU per proxied request: proxy {:.1} us, backend {:.1} us",
-        proxied.proxy_cpu / proxied_requests * 1e6,
-        proxied.backend_cpu / proxied_requests * 1e6
-    );
-    let ratio = proxied.requests_per_second / direct.requests_per_second;
-    let delta = proxied.p99_ms - direct.p99_ms;
-    println!();
-    println!(
-        "throughput proxied/direct: {ratio:.3} (target >= 0.8: {})",
-        if ratio >= 0.8 { "met" } else { "MISSED" }
-    );
-    println!(
-        "p99 delta: {delta:+.3} ms (target <= +1 ms: {})",
-        if delta <= 1.0 { "met" } else { "MISSED" }
-    );
-
-    runtime.block_on(proxy.shutdown());
-    let _ = backend.kill();
-    let _ = backend.wait();
 }
 
-#[derive(Debug, Clone, Copy)]
-struct WrkResult {
+/// The proxy on its own thread and runtime, routing everything to one backend.
+struct ProxyThread {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ProxyThread {
+    fn start(backend: SocketAddr, multi_thread: bool, threads: usize) -> ProxyThread {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("proxy".into())
+            .spawn(move || {
+                let runtime = if multi_thread {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(threads)
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                }
+                .expect("proxy runtime");
+                runtime.block_on(async move {
+                    let proxy = Proxy::start(
+                        ProxyConfig {
+                            service: "bench".into(),
+                            environment: "bench".into(),
+                            listen: "127.0.0.1:0".parse().unwrap(),
+                            preview: None,
+                            upstream_timeout: Duration::from_secs(10),
+                        },
+                        RouteTable {
+                            versions: vec![VersionRoute {
+                                version: "r1".into(),
+                                weight: 1,
+                                backends: vec![Backend {
+                                    id: "b0".into(),
+                                    addr: backend,
+                                }],
+                            }],
+                            ..RouteTable::default()
+                        },
+                    )
+                    .await
+                    .expect("start the proxy");
+                    addr_tx
+                        .send(proxy.listen_addr())
+                        .expect("announce the proxy");
+                    let _ = stopped.await;
+                    proxy.shutdown().await;
+                });
+            })
+            .expect("proxy thread");
+        let addr = addr_rx.recv().expect("the proxy started");
+        ProxyThread { addr, stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
     requests_per_second: f64,
     p99_ms: f64,
-    /// CPU seconds the proxy process (this one) used during the run (proxied runs only).
-    proxy_cpu: f64,
-    /// CPU seconds the backend process used during the run (proxied runs only).
-    backend_cpu: f64,
+    /// CPU seconds per request of wrk, the backend and the proxy (this process) during the run.
+    wrk_cpu_us: f64,
+    backend_cpu_us: f64,
+    proxy_cpu_us: f64,
+}
+
+/// Medians of the rounds of one backend.
+struct Report {
+    label: &'static str,
+    direct: Run,
+    proxied: Run,
+    paced_direct: Run,
+    paced_proxied: Run,
+}
+
+fn measure(name: &str, backend: &BackendProcess, proxy: SocketAddr, s: &Settings) -> Report {
+    eprintln!("proxy bench: measuring {name} ({})", backend.label);
+    // Warm-up: connections, pools, caches, CPU frequency.
+    for addr in [backend.addr, proxy] {
+        wrk(addr, s.connections, 2, None);
+    }
+    let backend_pid = backend.child.id();
+    let mut runs: [Vec<Run>; 4] = Default::default();
+    for _ in 0..s.rounds {
+        for (i, (addr, connections, script)) in [
+            (backend.addr, s.connections, None),
+            (proxy, s.connections, None),
+            (
+                backend.addr,
+                s.paced_connections,
+                Some(s.paced_script.as_path()),
+            ),
+            (proxy, s.paced_connections, Some(s.paced_script.as_path())),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let proxy_before = process_cpu_seconds(std::process::id());
+            let backend_before = process_cpu_seconds(backend_pid);
+            let wrk_before = children_cpu_seconds();
+            let mut run = wrk(addr, connections, s.seconds, script);
+            let requests = run.requests_per_second * s.seconds as f64;
+            let per_request = |seconds: f64| seconds / requests * 1e6;
+            run.proxy_cpu_us = per_request(process_cpu_seconds(std::process::id()) - proxy_before);
+            run.backend_cpu_us = per_request(process_cpu_seconds(backend_pid) - backend_before);
+            run.wrk_cpu_us = per_request(children_cpu_seconds() - wrk_before);
+            runs[i].push(run);
+        }
+    }
+    let [direct, proxied, paced_direct, paced_proxied] = runs.map(median);
+    Report {
+        label: backend.label,
+        direct,
+        proxied,
+        paced_direct,
+        paced_proxied,
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn print_reports(reports: &[Report], s: &Settings) {
+    println!();
+    println!(
+        "| backend | load | direct req/s | direct p99 | proxied req/s | proxied p99 | proxied/direct | p99 delta |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in reports {
+        for (load, direct, proxied) in [
+            (
+                format!("saturating, {} conns", s.connections),
+                r.direct,
+                r.proxied,
+            ),
+            (
+                format!("paced, {} conns", s.paced_connections),
+                r.paced_direct,
+                r.paced_proxied,
+            ),
+        ] {
+            println!(
+                "| {} | {load} | {:.0} | {:.3} ms | {:.0} | {:.3} ms | {:.3} | {:+.3} ms |",
+                r.label,
+                direct.requests_per_second,
+                direct.p99_ms,
+                proxied.requests_per_second,
+                proxied.p99_ms,
+                proxied.requests_per_second / direct.requests_per_second,
+                proxied.p99_ms - direct.p99_ms
+            );
+        }
+    }
+    println!();
+    println!("CPU per request in the saturating runs (µs):");
+    println!("| backend | direct: wrk + backend | proxied: wrk + backend + proxy |");
+    println!("| --- | --- | --- |");
+    for r in reports {
+        println!(
+            "| {} | {:.1} + {:.1} = {:.1} | {:.1} + {:.1} + {:.1} = {:.1} |",
+            r.label,
+            r.direct.wrk_cpu_us,
+            r.direct.backend_cpu_us,
+            r.direct.wrk_cpu_us + r.direct.backend_cpu_us,
+            r.proxied.wrk_cpu_us,
+            r.proxied.backend_cpu_us,
+            r.proxied.proxy_cpu_us,
+            r.proxied.wrk_cpu_us + r.proxied.backend_cpu_us + r.proxied.proxy_cpu_us
+        );
+    }
+    println!();
+    for r in reports {
+        let ratio = r.proxied.requests_per_second / r.direct.requests_per_second;
+        let saturated_delta = r.proxied.p99_ms - r.direct.p99_ms;
+        let paced_delta = r.paced_proxied.p99_ms - r.paced_direct.p99_ms;
+        println!(
+            "{}: throughput proxied/direct {ratio:.3} (target >= {THROUGHPUT_TARGET}: {}); \
+             p99 delta paced {paced_delta:+.3} ms (target <= +{P99_TARGET_MS} ms: {}); \
+             p99 delta saturating {saturated_delta:+.3} ms ({})",
+            r.label,
+            verdict(ratio >= THROUGHPUT_TARGET),
+            verdict(paced_delta <= P99_TARGET_MS),
+            verdict(saturated_delta <= P99_TARGET_MS),
+        );
+    }
 }
 
 /// User + system CPU seconds of process `pid` so far, from `/proc/<pid>/stat`.
@@ -195,20 +456,52 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     ticks / per_second
 }
 
-fn median(mut results: Vec<WrkResult>) -> WrkResult {
-    results.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
-    results[results.len() / 2]
+/// User + system CPU seconds of this process's children that were waited for (the wrk runs).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-fn wrk(addr: SocketAddr, connections: u64, seconds: u64) -> WrkResult {
-    let output = Command::new(WRK)
-        .args([
-            "-t1".to_owned(),
-            format!("-c{connections}"),
-            format!("-d{seconds}s"),
-            "--latency".to_owned(),
-            format!("http://{addr}/"),
-        ])
+/// The median of each measurement over the rounds (the mean of the middle two for an even count).
+fn median(runs: Vec<Run>) -> Run {
+    let pick = |field: fn(&Run) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(field).collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    };
+    Run {
+        requests_per_second: pick(|r| r.requests_per_second),
+        p99_ms: pick(|r| r.p99_ms),
+        wrk_cpu_us: pick(|r| r.wrk_cpu_us),
+        backend_cpu_us: pick(|r| r.backend_cpu_us),
+        proxy_cpu_us: pick(|r| r.proxy_cpu_us),
+    }
+}
+
+fn wrk(addr: SocketAddr, connections: u64, seconds: u64, script: Option<&Path>) -> Run {
+    let mut command = Command::new(WRK);
+    command.args([
+        "-t1".to_owned(),
+        format!("-c{connections}"),
+        format!("-d{seconds}s"),
+        "--latency".to_owned(),
+    ]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command
+        .arg(format!("http://{addr}/"))
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -231,11 +524,10 @@ fn wrk(addr: SocketAddr, connections: u64, seconds: u64) -> WrkResult {
         .find_map(|l| l.trim().strip_prefix("99%"))
         .and_then(|v| parse_wrk_duration_ms(v.trim()))
         .unwrap_or_else(|| panic!("no 99% latency in wrk output:\n{text}"));
-    WrkResult {
+    Run {
         requests_per_second,
         p99_ms,
-        proxy_cpu: 0.0,
-        backend_cpu: 0.0,
+        ..Run::default()
     }
 }
 
@@ -253,14 +545,10 @@ fn parse_wrk_duration_ms(text: &str) -> Option<f64> {
     })
 }
 
-/// The backend process: serves `BODY` on 127.0.0.1 until its stdin closes (parent gone).
-fn run_backend() {
-    let threads: usize = std::env::var(BACKEND_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+/// The trivial backend process: serves `BODY` on 127.0.0.1 until its stdin closes (parent gone).
+fn run_trivial_backend() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("backend runtime");

@@ -831,13 +831,13 @@ fn judge_summaries_are_short_and_have_numbers() {
     );
     assert_eq!(
         slow.summary,
-        "latency HIGH: p50 0.290s vs 0.090s stable (+222%, p=1.3e-34, n=100/100); \
+        "latency HIGH: p50 290.0 ms vs 90.0 ms stable (+222%, p=1.3e-34, n=100/100); \
          errors pass: 0.0% vs 0.0% stable (p=1.000, n=100/100)"
     );
     assert_eq!(slow.latency.samples, (100, 100));
     assert_eq!(
         slow.latency_finding(),
-        "canary latency p50 0.290s vs 0.090s stable (+222%, p=1.3e-34)"
+        "canary latency p50 290.0 ms vs 90.0 ms stable (+222%, p=1.3e-34)"
     );
     let quiet = judge(
         &JudgeSpec::default(),

@@ -184,6 +184,9 @@ fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
             .await
             .context("starting the deploy controller")?;
         let socket = socket(data_dir);
+        let pid_file = state_dir(data_dir).join("daemon.pid");
+        std::fs::write(&pid_file, std::process::id().to_string())
+            .with_context(|| format!("writing {}", pid_file.display()))?;
         let server = tokio::spawn({
             let controller = controller.clone();
             let socket = socket.clone();
@@ -260,6 +263,24 @@ fn down(data_dir: &Path) -> anyhow::Result<u8> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        stopped = true;
+    }
+    if !stopped && state_dir(data_dir).join("slots").is_dir() {
+        // No controller: adopt what its state lists, and stop it.
+        runtime()?.block_on(async {
+            let exe = std::env::current_exe().context("locating the keelson executable")?;
+            let controller = Controller::open(ControllerConfig::new(
+                state_dir(data_dir),
+                ProxyMode::Process {
+                    exe,
+                    args: vec!["deploy".into(), "proxy".into()],
+                },
+            ))
+            .await
+            .context("opening the deploy state")?;
+            controller.stop_all().await;
+            anyhow::Ok(())
+        })?;
         stopped = true;
     }
     // Proxies are separate processes: stop those whose admin socket lives under our state dir.
@@ -603,7 +624,6 @@ async fn ensure_daemon(
         .spawn()
         .context("starting `keelson deploy daemon`")?;
     let pid = child.id();
-    std::fs::write(dir.join("daemon.pid"), pid.to_string())?;
     for _ in 0..100 {
         if client.call(&probe).await.is_ok() {
             log(&format!(
@@ -646,29 +666,46 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
             .unwrap_or_else(who);
         let data_dir = request.data_dir.clone();
         let workspace = request.workspace.clone();
-        let rt = runtime()?;
-        rt.block_on(async {
-            let client = ControlClient::new(socket(&data_dir));
-            let mut ok = true;
-            for service in services {
-                let service_patterns = patterns.get(&service).cloned().unwrap_or_default();
-                let deploy = DeployRequest {
-                    environment: environment.clone(),
-                    service: service.clone(),
-                    config: config.clone(),
-                    source: source_for(&config, &service, &workspace, service_patterns)?,
-                    commit: commit.clone(),
-                    branch: branch.clone(),
-                    requested_by: requested_by.clone(),
-                    strategy: strategy.clone(),
+        // Built-in steps run on a blocking thread of the engine's runtime, where another runtime
+        // cannot block: deploy from a thread of our own, forwarding its log lines.
+        let (lines, received) = std::sync::mpsc::channel::<String>();
+        let worker = std::thread::spawn(move || -> anyhow::Result<bool> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async {
+                let client = ControlClient::new(socket(&data_dir));
+                let mut forward = |line: &str| {
+                    let _ = lines.send(line.to_string());
                 };
-                ok &= deploy_one(&client, deploy, true, &data_dir, log).await?;
-                if !ok {
-                    break;
+                let mut ok = true;
+                for service in services {
+                    let service_patterns = patterns.get(&service).cloned().unwrap_or_default();
+                    let deploy = DeployRequest {
+                        environment: environment.clone(),
+                        service: service.clone(),
+                        config: config.clone(),
+                        source: source_for(&config, &service, &workspace, service_patterns)?,
+                        commit: commit.clone(),
+                        branch: branch.clone(),
+                        requested_by: requested_by.clone(),
+                        strategy: strategy.clone(),
+                    };
+                    ok &= deploy_one(&client, deploy, true, &data_dir, &mut forward).await?;
+                    if !ok {
+                        break;
+                    }
                 }
-            }
-            Ok(ok)
-        })
+                Ok(ok)
+            })
+        });
+        for line in received {
+            log(&line);
+        }
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the deploy step's thread panicked"))?
     })();
     match result {
         Ok(true) => BuiltinOutcome {

@@ -88,6 +88,9 @@ pub struct JudgeReport {
     pub summary: String,
 }
 
+/// Latency differences between the medians smaller than this (seconds) never score High or Low.
+pub const MIN_LATENCY_DIFFERENCE: f64 = 0.001;
+
 impl JudgeReport {
     /// The latency comparison in a few words, for a failure reason:
     /// `canary latency p50 0.280s vs 0.080s stable (+250%, p=1.2e-9)`.
@@ -101,7 +104,9 @@ impl JudgeReport {
                     String::new()
                 };
                 format!(
-                    "canary latency p50 {k:.3}s vs {s:.3}s stable ({change}p={})",
+                    "canary latency p50 {} vs {} stable ({change}p={})",
+                    seconds(k),
+                    seconds(s),
                     c.p_value.map_or_else(|| "n/a".to_string(), format_p)
                 )
             }
@@ -217,7 +222,9 @@ fn compare_latency(
             ..no_data
         };
     };
-    let margin = spec.latency_tolerance.max(0.0) * stable_median;
+    // Differences below both the relative tolerance and one millisecond are noise: a 40 %
+    // change of a 0.2 ms median is real in statistics and irrelevant to users.
+    let margin = (spec.latency_tolerance.max(0.0) * stable_median).max(MIN_LATENCY_DIFFERENCE);
     let score = if test.p_greater < alpha && canary_median - stable_median > margin {
         Score::High
     } else if test.p_less < alpha && stable_median - canary_median > margin {
@@ -310,8 +317,10 @@ fn describe_latency(c: &Comparison) -> String {
                 String::new()
             };
             format!(
-                "{}: p50 {k:.3}s vs {s:.3}s stable ({change}p={}, n={}/{})",
+                "{}: p50 {} vs {} stable ({change}p={}, n={}/{})",
                 score.word(),
+                seconds(k),
+                seconds(s),
                 format_p(p),
                 c.samples.1,
                 c.samples.0
@@ -334,5 +343,16 @@ fn describe_errors(c: &Comparison) -> String {
             c.samples.0
         ),
         (score, ..) => score.word().to_string(),
+    }
+}
+
+/// Seconds for people: `0.35 ms`, `12.4 ms`, `1.250 s`.
+fn seconds(value: f64) -> String {
+    if value < 0.01 {
+        format!("{:.2} ms", value * 1000.0)
+    } else if value < 1.0 {
+        format!("{:.1} ms", value * 1000.0)
+    } else {
+        format!("{value:.3} s")
     }
 }

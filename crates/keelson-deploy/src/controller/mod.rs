@@ -217,6 +217,8 @@ struct SlotRuntime {
     slot: Arc<Slot>,
     controls: StdMutex<Option<Arc<Controls>>>,
     router_stop: Arc<Notify>,
+    /// The rollout task in progress, so `detach` can stop it (it holds the slot and its proxy).
+    rollout_task: StdMutex<Option<tokio::task::AbortHandle>>,
     /// The revision of the last finished deployment.
     finished: watch::Sender<u64>,
     /// Keeps an in-process proxy alive.
@@ -314,8 +316,54 @@ impl Controller {
         if let Some(rollout) = &state.rollout {
             self.adopt_set(&slot, &rollout.new).await;
         }
-        // Keep the proxy's current table until the policy below is pushed: if no rollout was in
-        // progress, the stable policy is what it already had.
+        // The proxy keeps serving its current table (it outlived us) until the adopted replicas
+        // report ready; only then does the router take over, so a restart never empties it.
+        let adopted: usize = state
+            .stable
+            .iter()
+            .chain(state.rollout.as_ref().map(|r| &r.new))
+            .map(|set| set.replicas.iter().flatten().count())
+            .sum();
+        let deadline = tokio::time::Instant::now() + self.inner.config.ready_deadline;
+        loop {
+            let mut ready = 0;
+            for set in state
+                .stable
+                .iter()
+                .chain(state.rollout.as_ref().map(|r| &r.new))
+            {
+                ready += slot.ready_count(&set.release.version).await;
+            }
+            if ready >= adopted || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(rollout) = state
+            .rollout
+            .as_ref()
+            .filter(|_| state.environment_spec.on_restart == OnRestart::Resume)
+        {
+            // Resuming: the split stays as it was. (Aborting: stable only, set above.)
+            let stable = state.stable.as_ref().map(|s| s.release.version.clone());
+            if let Some(stable) = &stable {
+                slot.set_policy(Policy {
+                    versions: vec![
+                        (
+                            stable.clone(),
+                            slot::Share::Fixed(100 - rollout.weight.min(100)),
+                        ),
+                        (
+                            rollout.new.release.version.clone(),
+                            slot::Share::Fixed(rollout.weight.min(100)),
+                        ),
+                    ],
+                    fallback: Some(stable.clone()),
+                    ..Policy::default()
+                });
+            }
+        }
+        tokio::spawn(slot.clone().route_forever(runtime.router_stop.clone()));
         let key = (state.environment.clone(), state.service.clone());
         self.inner.slots.lock().await.insert(key, runtime.clone());
         if let Some(rollout) = state.rollout {
@@ -515,11 +563,11 @@ impl Controller {
         let target = self.target(state.environment_spec.target).await?;
         let slot = Arc::new(Slot::new(files, target, proxy, state));
         let router_stop = Arc::new(Notify::new());
-        tokio::spawn(slot.clone().route_forever(router_stop.clone()));
         Ok(Arc::new(SlotRuntime {
             slot,
             controls: StdMutex::new(None),
             router_stop,
+            rollout_task: StdMutex::new(None),
             finished: watch::channel(0).0,
             _proxy: keep,
         }))
@@ -818,6 +866,12 @@ impl Controller {
         };
         files.save(&state)?;
         let runtime = self.start_slot(files, state).await?;
+        tokio::spawn(
+            runtime
+                .slot
+                .clone()
+                .route_forever(runtime.router_stop.clone()),
+        );
         slots.insert(key, runtime.clone());
         Ok(runtime)
     }
@@ -832,7 +886,9 @@ impl Controller {
         start_step: usize,
     ) {
         let settings = self.settings();
-        tokio::spawn(async move {
+        let task_runtime = runtime.clone();
+        let task = tokio::spawn(async move {
+            let runtime = task_runtime;
             let slot = runtime.slot.clone();
             let mut rollout = Rollout::new(
                 slot.clone(),
@@ -894,6 +950,7 @@ impl Controller {
             }
             *runtime.controls.lock().unwrap() = None;
         });
+        *runtime.rollout_task.lock().unwrap() = Some(task.abort_handle());
     }
 
     /// Waits until deployment `revision` of the slot has finished, and returns it.
@@ -1223,7 +1280,16 @@ impl Controller {
             .into_values()
             .collect();
         for runtime in slots {
-            runtime.router_stop.notify_waiters();
+            // `notify_one` keeps the wake-up for a router that is busy syncing right now.
+            runtime.router_stop.notify_one();
+            // The rollout stops where it is, as if the process had ended; the next `open`
+            // settles it per `on-restart`.
+            if let Some(task) = runtime.rollout_task.lock().unwrap().take() {
+                task.abort();
+            }
+            // Records of replicas started since the router last saved them, so the next
+            // `open` adopts them instead of starting others beside them.
+            runtime.slot.persist_records().await;
             let sets = std::mem::take(&mut *runtime.slot.sets.lock().await);
             for member in sets.into_values().flatten() {
                 member.replica.detach();
@@ -1237,7 +1303,7 @@ impl Controller {
             .into_values()
             .collect();
         for runtime in slots {
-            runtime.router_stop.notify_waiters();
+            runtime.router_stop.notify_one();
             let versions: Vec<String> = runtime.slot.sets.lock().await.keys().cloned().collect();
             for version in versions {
                 runtime

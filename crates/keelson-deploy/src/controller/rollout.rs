@@ -310,11 +310,8 @@ impl Rollout {
         background: Option<AnalysisSpec>,
         start_step: usize,
     ) -> Step<()> {
-        self.reset_windows(stable).await;
-        if let Some(spec) = background {
-            self.analyses
-                .push(("background".into(), AnalysisRun::new(spec), Instant::now()));
-        }
+        // The background analysis starts with the canary's first traffic (see `begin_traffic`).
+        let mut background = background;
         let mut weight = 0;
         for (index, step) in steps.iter().enumerate() {
             if index < start_step {
@@ -324,6 +321,13 @@ impl Rollout {
                 continue;
             }
             self.checkpoint().await?;
+            if weight > 0 && self.first_traffic.is_none() {
+                // Resumed after a step that had already given the canary traffic: the new
+                // controller routed everything to stable, so restore the split first.
+                self.set_canary_weight(stable, weight);
+                self.sync().await;
+                self.begin_traffic(stable, background.take()).await;
+            }
             self.record_progress(index, weight);
             match step {
                 CanaryStep::SetWeight(w) => {
@@ -332,8 +336,8 @@ impl Rollout {
                     self.scale(&self.new.clone(), replicas).await?;
                     self.set_canary_weight(stable, weight);
                     self.sync().await;
-                    if weight > 0 {
-                        self.first_traffic.get_or_insert_with(Instant::now);
+                    if weight > 0 && self.first_traffic.is_none() {
+                        self.begin_traffic(stable, background.take()).await;
                     }
                     self.event(
                         format!("canary: weight {weight}% on {} replica(s)", replicas),
@@ -386,11 +390,6 @@ impl Rollout {
         weight: u32,
         analysis: Option<AnalysisSpec>,
     ) -> Step<()> {
-        self.reset_windows(stable).await;
-        if let Some(spec) = analysis {
-            self.analyses
-                .push(("background".into(), AnalysisRun::new(spec), Instant::now()));
-        }
         let replicas = canary_replicas(self.replicas(), weight.max(1));
         self.scale(&self.new.clone(), replicas).await?;
         let weight = weight.min(100);
@@ -408,7 +407,7 @@ impl Rollout {
             preview: None,
         });
         self.sync().await;
-        self.first_traffic.get_or_insert_with(Instant::now);
+        self.begin_traffic(stable, analysis).await;
         self.controls
             .wait_for_promote_note(Some("a/b: running until promoted".into()));
         self.record_progress(1, weight);
@@ -434,6 +433,18 @@ impl Rollout {
             fallback: Some(stable.version.clone()),
             ..Policy::default()
         });
+    }
+
+    /// The new release gets user traffic from now on: analysis measures from this moment, never
+    /// while its replicas were still starting (an empty window is inconclusive, which would hold
+    /// the rollout for a human instead of judging the release).
+    async fn begin_traffic(&mut self, stable: &Release, background: Option<AnalysisSpec>) {
+        self.first_traffic = Some(Instant::now());
+        self.reset_windows(stable).await;
+        if let Some(spec) = background {
+            self.analyses
+                .push(("background".into(), AnalysisRun::new(spec), Instant::now()));
+        }
     }
 
     /// Reads and discards both versions' windows, so analysis starts from this moment.

@@ -354,7 +354,6 @@ impl Slot {
     /// Keeps the proxy in step with readiness and renews the lease, until `stop` fires.
     pub async fn route_forever(self: Arc<Self>, stop: Arc<Notify>) {
         let mut since_renew = Duration::ZERO;
-        let mut since_persist = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = stop.notified() => return,
@@ -362,7 +361,6 @@ impl Slot {
                 _ = self.changed.notified() => {}
             }
             since_renew += ROUTER_TICK;
-            since_persist += ROUTER_TICK;
             let renew = since_renew >= RENEW_EVERY;
             if renew {
                 since_renew = Duration::ZERO;
@@ -371,10 +369,9 @@ impl Slot {
                 tracing::warn!(environment = %self.environment, service = %self.service, error = %e, "cannot update the proxy");
                 self.invalidate().await;
             }
-            if since_persist >= Duration::from_secs(1) {
-                since_persist = Duration::ZERO;
-                self.persist_records().await;
-            }
+            // Every tick (it writes only when a record changed), so a replica started just
+            // before a crash is in the state the next controller adopts from.
+            self.persist_records().await;
         }
     }
 }

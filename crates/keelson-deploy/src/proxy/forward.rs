@@ -5,6 +5,13 @@
 //! no new request can reach a backend the new table dropped, and [`ProxyControl::drain`] sees
 //! every request that did. In-flight counts fall and measurements are recorded when the response
 //! body ends or is dropped (a guard travels with the streamed body).
+//!
+//! Upstream connections are plain hyper HTTP/1.1 client connections (TCP_NODELAY, one task each)
+//! kept per backend in [`BackendState`]'s idle pool: a request takes the warmest idle one (or
+//! connects) and gives it back when its response body has been relayed to the end, so the hot
+//! path costs two uncontended lock acquisitions and no task spawn. A request is only re-sent on
+//! another pooled connection when hyper hands it back unsent (the backend had closed that idle
+//! connection); a request that went out is never re-sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -20,39 +27,83 @@ use futures_util::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1 as upstream_http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::metrics::{ErrorKind, Registry, VersionMetrics};
-use super::routing::{BackendState, Choice, CompiledTable, nanos_since};
+use super::routing::{BackendState, Choice, CompiledBackend, CompiledTable, nanos_since};
 use super::{DrainReport, ProxyConfig, ProxyControl, ProxyError, ProxyStatus, RouteTable};
 use crate::window::Window;
 
 /// Largest request head (request line + headers) accepted; larger gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most request headers accepted.
-const MAX_HEADERS: usize = 100;
 /// Retries of a request that never reached a backend.
 const MAX_RETRIES: u32 = 2;
 /// How long shutdown waits for open client connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The longest a TCP connect to a backend may take (less when the upstream timeout is shorter).
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 type ResponseBody = Either<GuardedBody, Full<Bytes>>;
+type UpstreamSender = upstream_http1::SendRequest<UpstreamBody>;
+
+/// An open HTTP/1.1 connection to a backend, parked in the backend's idle pool between requests.
+#[derive(Debug)]
+pub(crate) struct IdleUpstream {
+    sender: UpstreamSender,
+    addr: SocketAddr,
+    parked: Instant,
+}
+
+impl IdleUpstream {
+    fn new(sender: UpstreamSender, addr: SocketAddr) -> IdleUpstream {
+        IdleUpstream {
+            sender,
+            addr,
+            parked: Instant::now(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.parked.elapsed()
+    }
+
+    /// Open, connected to `addr` and idle for at most `max_idle`.
+    pub(crate) fn is_reusable_for(&self, addr: SocketAddr, max_idle: Duration) -> bool {
+        self.addr == addr && !self.sender.is_closed() && self.parked.elapsed() <= max_idle
+    }
+}
+
+/// Why a request got no response from its backend.
+enum UpstreamError {
+    /// No connection could be made (refused, unreachable, connect timeout): nothing was sent.
+    Connect(std::io::Error),
+    /// The connection failed after the request was (maybe partly) sent.
+    Failed(hyper::Error),
+}
 
 /// State shared by listeners, request handlers and the control API.
 pub(crate) struct Shared {
     service: String,
     environment: String,
     upstream_timeout: Duration,
+    connect_timeout: Duration,
     epoch: Instant,
     table: RwLock<Arc<CompiledTable>>,
     backends: Mutex<HashMap<String, Arc<BackendState>>>,
@@ -60,7 +111,6 @@ pub(crate) struct Shared {
     /// Nanoseconds since `epoch` when the lease lapses; 0 without a lease.
     lease_deadline: AtomicU64,
     fell_back: AtomicBool,
-    client: Client<HttpConnector, UpstreamBody>,
     listen: SocketAddr,
     preview: Option<SocketAddr>,
     open_connections: AtomicUsize,
@@ -99,16 +149,6 @@ impl Proxy {
         let listen = local(&main)?;
         let preview_addr = preview.as_ref().map(local).transpose()?;
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout.min(Duration::from_secs(3))));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-
         let metrics = Registry::new(&config.service, &config.environment);
         let backends = Mutex::new(HashMap::new());
         let epoch = Instant::now();
@@ -118,13 +158,13 @@ impl Proxy {
             service: config.service,
             environment: config.environment,
             upstream_timeout: config.upstream_timeout,
+            connect_timeout: config.upstream_timeout.min(MAX_CONNECT_TIMEOUT),
             epoch,
             table: RwLock::new(Arc::new(compiled)),
             backends,
             metrics,
             lease_deadline,
             fell_back: AtomicBool::new(false),
-            client,
             listen,
             preview: preview_addr,
             open_connections: AtomicUsize::new(0),
@@ -422,8 +462,9 @@ async fn accept_loop(
             builder
                 .timer(TokioTimer::new())
                 .keep_alive(true)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADERS);
+                .max_buf_size(MAX_HEAD_BYTES);
+            // hyper's default cap of 100 headers per message applies on both sides; setting it
+            // explicitly would make hyper allocate and fill a header array for every message.
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
@@ -454,13 +495,24 @@ struct RequestGuard {
     error: Option<ErrorKind>,
 }
 
+/// The upstream connection a response streams from, given back to the pool once it is reusable.
+struct Lease {
+    sender: UpstreamSender,
+    /// The request had a body: the connection may still be sending it when the response ends.
+    request_had_body: bool,
+}
+
 impl RequestGuard {
     fn metrics(&self) -> &VersionMetrics {
         &self.table.versions[self.version].metrics
     }
 
+    fn backend(&self) -> &CompiledBackend {
+        &self.table.versions[self.version].backends[self.backend]
+    }
+
     fn backend_state(&self) -> &BackendState {
-        &self.table.versions[self.version].backends[self.backend].state
+        &self.backend().state
     }
 
     fn move_to(&mut self, backend: usize) {
@@ -490,6 +542,39 @@ impl Drop for RequestGuard {
 pub(crate) struct GuardedBody {
     inner: Incoming,
     guard: RequestGuard,
+    lease: Option<Lease>,
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        // A response relayed to its end leaves the connection reusable; one cut short does not
+        // (hyper closes it), so it is simply dropped.
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        if !self.inner.is_end_stream() || self.guard.error.is_some() {
+            return;
+        }
+        let backend = self.guard.backend();
+        if !lease.request_had_body {
+            backend
+                .state
+                .put_idle(IdleUpstream::new(lease.sender, backend.addr));
+            return;
+        }
+        // The request body may still be going out: park the connection once hyper says it is
+        // ready for the next request.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let state = backend.state.clone();
+            let addr = backend.addr;
+            let mut sender = lease.sender;
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    state.put_idle(IdleUpstream::new(sender, addr));
+                }
+            });
+        }
+    }
 }
 
 impl Body for GuardedBody {
@@ -534,8 +619,22 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name.as_str().starts_with("proxy-")
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // The common case, no hop-by-hop header at all, costs one pass over the names.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -557,7 +656,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
+    headers.remove(&KEEP_ALIVE);
     if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
         let proxy_headers: Vec<HeaderName> = headers
             .keys()
@@ -570,13 +669,65 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn upstream_uri(backend: &super::routing::CompiledBackend, path: &PathAndQuery) -> Uri {
-    let mut parts = hyper::http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(path.clone());
-    // Scheme, authority and an already valid path always make a valid URI.
-    Uri::from_parts(parts).unwrap_or_default()
+/// Opens an HTTP/1.1 connection to `addr` (TCP_NODELAY) and spawns the task that drives it.
+async fn connect_upstream(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<UpstreamSender, std::io::Error> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(stream) => stream?,
+        Err(_elapsed) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting took longer than {} ms", timeout.as_millis()),
+            ));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = upstream_http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%addr, %error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends `request` to `backend` on a pooled connection, or a new one when none is left.
+async fn send_upstream(
+    backend: &CompiledBackend,
+    connect_timeout: Duration,
+    mut request: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, UpstreamSender), UpstreamError> {
+    if !request.headers().contains_key(header::HOST) {
+        request
+            .headers_mut()
+            .insert(header::HOST, backend.host.clone());
+    }
+    while let Some(idle) = backend.state.take_idle(backend.addr) {
+        let mut sender = idle.sender;
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, sender)),
+            Err(mut error) => match error.take_message() {
+                // The backend had closed this idle connection; nothing went out: try the next.
+                Some(unsent) => request = unsent,
+                None => return Err(UpstreamError::Failed(error.into_error())),
+            },
+        }
+    }
+    let mut sender = connect_upstream(backend.addr, connect_timeout)
+        .await
+        .map_err(UpstreamError::Connect)?;
+    match sender.send_request(request).await {
+        Ok(response) => Ok((response, sender)),
+        Err(error) => Err(UpstreamError::Failed(error)),
+    }
 }
 
 async fn handle(
@@ -630,45 +781,54 @@ async fn handle(
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(ip) = client_ip {
-        match parts.headers.get("x-forwarded-for") {
+        match parts.headers.get(&X_FORWARDED_FOR) {
             Some(previous) => {
                 let mut joined = previous.as_bytes().to_vec();
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(ip.as_bytes());
                 if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                    parts.headers.insert("x-forwarded-for", value);
+                    parts.headers.insert(X_FORWARDED_FOR.clone(), value);
                 }
             }
             None => {
-                parts.headers.insert("x-forwarded-for", ip);
+                parts.headers.insert(X_FORWARDED_FOR.clone(), ip);
             }
         }
     }
-    if !parts.headers.contains_key("x-forwarded-proto") {
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Backends get the origin form (`/path?query`), also when the client sent an absolute URI.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+    }
     parts.version = Version::HTTP_11;
 
+    let request_had_body = !body.is_end_stream();
     let retriable = is_idempotent(&parts.method)
-        && body.is_end_stream()
+        && !request_had_body
         && guard.table.versions[version].backends.len() > 1;
-    let template = retriable.then(|| (parts.method.clone(), parts.headers.clone()));
+    let template = retriable.then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
     let mut first = Some((parts, body));
     let mut tried = 0u64;
     let mut retries = 0;
     loop {
-        let target = &guard.table.versions[version].backends[guard.backend];
-        let uri = upstream_uri(target, &path);
         let upstream_request = match (first.take(), &template) {
-            (Some((mut parts, body)), _) => {
-                parts.uri = uri;
+            (Some((parts, body)), _) => {
                 let body = if retriable {
                     Either::Right(Empty::new())
                 } else {
@@ -676,10 +836,10 @@ async fn handle(
                 };
                 Request::from_parts(parts, body)
             }
-            (None, Some((method, headers))) => {
+            (None, Some((method, uri, headers))) => {
                 let mut request = Request::new(Either::Right(Empty::new()));
                 *request.method_mut() = method.clone();
-                *request.uri_mut() = uri;
+                *request.uri_mut() = uri.clone();
                 *request.headers_mut() = headers.clone();
                 request
             }
@@ -690,13 +850,14 @@ async fn handle(
                 return proxy_error_response_unrecorded(ErrorKind::Connect);
             }
         };
+        let target = guard.backend();
         let outcome = tokio::time::timeout(
             shared.upstream_timeout,
-            shared.client.request(upstream_request),
+            send_upstream(target, shared.connect_timeout, upstream_request),
         )
         .await;
         let kind = match outcome {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, sender))) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if weighted && let Some(cookie) = guard.table.sticky_cookie() {
@@ -709,13 +870,21 @@ async fn handle(
                     }
                 }
                 guard.status = parts.status.as_u16();
+                let lease = Lease {
+                    sender,
+                    request_had_body,
+                };
                 return Response::from_parts(
                     parts,
-                    Either::Left(GuardedBody { inner: body, guard }),
+                    Either::Left(GuardedBody {
+                        inner: body,
+                        guard,
+                        lease: Some(lease),
+                    }),
                 );
             }
             Err(_elapsed) => ErrorKind::Timeout,
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(UpstreamError::Connect(error))) => {
                 guard.backend_state().eject(shared.epoch);
                 tracing::warn!(
                     backend = %guard.backend_state().id, %error,
@@ -732,7 +901,7 @@ async fn handle(
                 }
                 ErrorKind::Connect
             }
-            Ok(Err(error)) => {
+            Ok(Err(UpstreamError::Failed(error))) => {
                 tracing::debug!(backend = %guard.backend_state().id, %error, "upstream request failed");
                 ErrorKind::Upstream
             }
@@ -764,4 +933,107 @@ fn proxy_error_response_unrecorded(kind: ErrorKind) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::proxy::{Backend, VersionRoute};
+
+    /// A backend counting the connections it accepted; answers `hello` and closes each
+    /// connection after one answer when `close_each` is set (`Connection: close`).
+    async fn counting_backend(close_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| async move {
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+                        if close_each {
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// One request on a fresh client connection (`Connection: close`); the whole answer.
+    async fn get_once(proxy: SocketAddr) -> String {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    async fn proxy_to(addr: SocketAddr) -> Proxy {
+        let config = ProxyConfig {
+            service: "s".into(),
+            environment: "e".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            preview: None,
+            upstream_timeout: Duration::from_secs(5),
+        };
+        let table = RouteTable {
+            versions: vec![VersionRoute {
+                version: "r1".into(),
+                weight: 1,
+                backends: vec![Backend {
+                    id: "b".into(),
+                    addr,
+                }],
+            }],
+            ..RouteTable::default()
+        };
+        Proxy::start(config, table).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_are_reused_across_client_connections() {
+        let (backend, accepted) = counting_backend(false).await;
+        let proxy = proxy_to(backend).await;
+        for _ in 0..20 {
+            let answer = get_once(proxy.listen_addr()).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("hello"), "{answer}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_the_backend_closes_are_not_reused() {
+        let (backend, accepted) = counting_backend(true).await;
+        let proxy = proxy_to(backend).await;
+        for _ in 0..5 {
+            let answer = get_once(proxy.listen_addr()).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        let window = proxy.window("r1").await.unwrap();
+        assert_eq!((window.requests, window.errors), (5, 0));
+        proxy.shutdown().await;
+    }
 }

@@ -1,6 +1,10 @@
 //! Per-version measurements of the proxy: Prometheus counters, a latency histogram, an in-flight
-//! gauge (all atomics) and the analysis [`Window`] (counts and a uniform reservoir of latencies,
-//! behind a short lock), plus their text exposition.
+//! gauge (all atomics) and the analysis [`Window`] (counts and a uniform reservoir of latencies),
+//! plus their text exposition.
+//!
+//! The window is sharded: each thread records into its own shard (a short, normally uncontended
+//! lock, padded to its own cache lines), so runtime workers never queue on one lock; taking the
+//! window merges the shards' reservoirs into one uniform sample.
 //!
 //! Invariants: every finished request is recorded exactly once, in the counters and in the window
 //! of the version it was routed to (`none` when none was); the histogram's `_count` equals the sum
@@ -8,8 +12,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::routing::random_below;
@@ -36,25 +40,58 @@ pub(crate) enum ErrorKind {
 const ERROR_KINDS: [&str; 4] = ["no_backend", "connect", "upstream", "timeout"];
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-#[derive(Debug)]
+/// Window shards per version (threads beyond this share shards).
+const WINDOW_SHARDS: usize = 8;
+
+/// The part of a window one shard saw: counts and a uniform reservoir of its latencies.
+#[derive(Debug, Default)]
 struct WindowState {
-    started: Instant,
     requests: u64,
     errors: u64,
     client_errors: u64,
     latencies: Vec<f64>,
 }
 
-impl WindowState {
-    fn new() -> WindowState {
-        WindowState {
-            started: Instant::now(),
-            requests: 0,
-            errors: 0,
-            client_errors: 0,
-            latencies: Vec::new(),
+/// One shard on its own cache lines, so shards written by different threads do not share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct WindowShard(Mutex<WindowState>);
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The window shard this thread records into, handed out in turn.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % WINDOW_SHARDS;
+}
+
+/// Merges shards' windows into one: all latencies when they fit in [`Window::MAX_SAMPLES`], else
+/// from each shard a random subset proportional to its share of the requests (each shard's
+/// reservoir being a uniform sample of its requests, the result is one of all of them).
+fn merge_shards(shards: Vec<WindowState>) -> (u64, u64, u64, Vec<f64>) {
+    let requests: u64 = shards.iter().map(|s| s.requests).sum();
+    let errors = shards.iter().map(|s| s.errors).sum();
+    let client_errors = shards.iter().map(|s| s.client_errors).sum();
+    let kept: usize = shards.iter().map(|s| s.latencies.len()).sum();
+    let mut latencies = Vec::with_capacity(kept.min(Window::MAX_SAMPLES));
+    if kept <= Window::MAX_SAMPLES {
+        for shard in shards {
+            latencies.extend(shard.latencies);
         }
+        return (requests, errors, client_errors, latencies);
     }
+    for mut shard in shards {
+        // requests > MAX_SAMPLES here, so the quota never exceeds what the shard kept.
+        let quota = (u128::from(shard.requests) * Window::MAX_SAMPLES as u128
+            / u128::from(requests)) as usize;
+        let quota = quota.min(shard.latencies.len());
+        // Partial Fisher-Yates: the first `quota` entries become a uniform random subset.
+        for i in 0..quota {
+            let j = i + random_below((shard.latencies.len() - i) as u64) as usize;
+            shard.latencies.swap(i, j);
+        }
+        latencies.extend_from_slice(&shard.latencies[..quota]);
+    }
+    (requests, errors, client_errors, latencies)
 }
 
 /// Measurements of one version.
@@ -65,7 +102,8 @@ pub(crate) struct VersionMetrics {
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
     pub(crate) in_flight: AtomicI64,
-    window: Mutex<WindowState>,
+    window_started: Mutex<Instant>,
+    window: [WindowShard; WINDOW_SHARDS],
 }
 
 impl VersionMetrics {
@@ -76,7 +114,8 @@ impl VersionMetrics {
             buckets: Default::default(),
             sum_nanos: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
-            window: Mutex::new(WindowState::new()),
+            window_started: Mutex::new(Instant::now()),
+            window: Default::default(),
         }
     }
 
@@ -96,7 +135,11 @@ impl VersionMetrics {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
 
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let shard = SHARD.with(|shard| *shard);
+        let mut window = self.window[shard]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         window.requests += 1;
         if status >= 500 || error.is_some() {
             window.errors += 1;
@@ -116,15 +159,26 @@ impl VersionMetrics {
 
     /// The window since the previous call, then a fresh one.
     pub(crate) fn take_window(&self) -> Window {
-        let mut guard = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let old = std::mem::replace(&mut *guard, WindowState::new());
-        drop(guard);
+        let mut started = self
+            .window_started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let shards: Vec<WindowState> = self
+            .window
+            .iter()
+            .map(|shard| {
+                std::mem::take(&mut *shard.0.lock().unwrap_or_else(PoisonError::into_inner))
+            })
+            .collect();
+        let duration = std::mem::replace(&mut *started, Instant::now()).elapsed();
+        drop(started);
+        let (requests, errors, client_errors, latencies) = merge_shards(shards);
         Window {
-            duration: old.started.elapsed(),
-            requests: old.requests,
-            errors: old.errors,
-            client_errors: old.client_errors,
-            latencies: old.latencies,
+            duration,
+            requests,
+            errors,
+            client_errors,
+            latencies,
         }
     }
 }
@@ -290,6 +344,46 @@ mod tests {
                 .iter()
                 .any(|l| *l > (total as f64 * 0.9) / 1e6)
         );
+        assert_eq!(metrics.take_window().requests, 0);
+    }
+
+    #[test]
+    fn window_merges_shards_of_many_threads_into_one_uniform_sample() {
+        let metrics = Arc::new(VersionMetrics::new());
+        // Thread t records `(t + 1) * per_thread` requests of latency t ms: a uniform sample of
+        // all of them holds each latency in proportion to its thread's share.
+        let per_thread = Window::MAX_SAMPLES as u64 / 2;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..(t + 1) * per_thread {
+                        metrics.record(200, None, Duration::from_millis(t));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let window = metrics.take_window();
+        let total = 10 * per_thread;
+        assert_eq!(window.requests, total);
+        assert!(window.latencies.len() <= Window::MAX_SAMPLES);
+        assert!(window.latencies.len() > Window::MAX_SAMPLES - 8);
+        for t in 0..4u64 {
+            let share = window
+                .latencies
+                .iter()
+                .filter(|l| (**l - t as f64 / 1e3).abs() < 1e-9)
+                .count() as f64
+                / window.latencies.len() as f64;
+            let expected = (t + 1) as f64 / 10.0;
+            assert!(
+                (share - expected).abs() < 0.02,
+                "latency {t} ms: share {share}, expected {expected}"
+            );
+        }
         assert_eq!(metrics.take_window().requests, 0);
     }
 

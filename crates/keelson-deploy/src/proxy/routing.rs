@@ -3,24 +3,31 @@
 //! Invariants: a compiled table is validated (unique version names and backend ids, rules,
 //! preview and fallback name versions of the table, version names are cookie-safe, header rule
 //! names are valid header names); choosing a version never allocates; backends are taken in turn
-//! per version, skipping passively ejected ones unless all of them are ejected.
+//! per version, skipping passively ejected ones unless all of them are ejected; a backend's idle
+//! upstream connections live in its [`BackendState`], so they survive route table swaps but only
+//! serve the address they were opened to.
 
 use std::cell::Cell;
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::HeaderMap;
-use hyper::header::{COOKIE, HeaderName};
-use hyper::http::uri::Authority;
+use hyper::header::{COOKIE, HeaderName, HeaderValue};
 use keelson_pipeline::deploy::RouteRule;
 
+use super::forward::IdleUpstream;
 use super::metrics::VersionMetrics;
 use super::{ProxyError, RouteTable};
 
 /// How long a backend that refused a connection is skipped.
 pub(crate) const EJECT_FOR: Duration = Duration::from_secs(5);
+/// How long an idle upstream connection is kept for reuse.
+pub(crate) const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most idle upstream connections kept per backend.
+const MAX_IDLE_PER_BACKEND: usize = 1024;
 
 /// Live state of one backend, shared across route tables by id.
 #[derive(Debug)]
@@ -29,6 +36,8 @@ pub(crate) struct BackendState {
     pub(crate) in_flight: AtomicU64,
     /// Nanoseconds since the proxy's epoch until which the backend is skipped (0: not ejected).
     ejected_until: AtomicU64,
+    /// Idle upstream connections, oldest first (taken from the back: the warmest one).
+    idle: Mutex<VecDeque<IdleUpstream>>,
 }
 
 impl BackendState {
@@ -37,7 +46,35 @@ impl BackendState {
             id,
             in_flight: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
+            idle: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The most recently parked idle connection to `addr` that is still open and fresh, if any.
+    pub(crate) fn take_idle(&self, addr: SocketAddr) -> Option<IdleUpstream> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(candidate) = idle.pop_back() {
+            if candidate.is_reusable_for(addr, UPSTREAM_IDLE_TIMEOUT) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// Parks an upstream connection for reuse; drops expired ones and the oldest beyond the cap.
+    pub(crate) fn put_idle(&self, connection: IdleUpstream) {
+        if connection.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while idle
+            .front()
+            .is_some_and(|oldest| oldest.idle_for() > UPSTREAM_IDLE_TIMEOUT)
+            || idle.len() >= MAX_IDLE_PER_BACKEND
+        {
+            idle.pop_front();
+        }
+        idle.push_back(connection);
     }
 
     pub(crate) fn eject(&self, epoch: Instant) {
@@ -57,7 +94,9 @@ pub(crate) fn nanos_since(epoch: Instant) -> u64 {
 /// A backend as the hot path needs it.
 #[derive(Debug)]
 pub(crate) struct CompiledBackend {
-    pub(crate) authority: Authority,
+    pub(crate) addr: SocketAddr,
+    /// `Host` for requests that arrive without one (HTTP/1.0 clients).
+    pub(crate) host: HeaderValue,
     pub(crate) state: Arc<BackendState>,
 }
 
@@ -149,10 +188,11 @@ impl CompiledTable {
                         backend.id
                     ));
                 }
-                let authority = Authority::try_from(backend.addr.to_string().as_str())
+                let host = HeaderValue::from_str(&backend.addr.to_string())
                     .map_err(|e| ProxyError::InvalidRoutes(format!("backend address: {e}")))?;
                 backends.push(CompiledBackend {
-                    authority,
+                    addr: backend.addr,
+                    host,
                     state: state_for(&backend.id),
                 });
             }

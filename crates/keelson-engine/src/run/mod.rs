@@ -458,8 +458,14 @@ async fn schedule(shared: &Arc<Shared>, cancel: &CancellationToken) -> Vec<Optio
                     group
                 };
                 let shared = Arc::clone(shared);
-                let artifacts = planned
-                    .needs
+                // A deploy job gets the artifacts of every job it needs, directly or not: its
+                // release may come from a build several jobs back.
+                let from: Vec<usize> = if planned.deploy.is_some() {
+                    transitive_needs(&shared.plan, index)
+                } else {
+                    planned.needs.clone()
+                };
+                let artifacts = from
                     .iter()
                     .filter_map(|&n| results[n].as_ref().map(|done| done.artifacts.clone()))
                     .collect();
@@ -593,4 +599,16 @@ pub(crate) fn root_hasher(shared: &Shared) -> WorkspaceFileHasher {
     WorkspaceFileHasher {
         root: shared.options.root.clone(),
     }
+}
+
+/// Indices of every planned job `index` needs, directly or transitively, in plan order.
+fn transitive_needs(plan: &Plan, index: usize) -> Vec<usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = plan.jobs[index].needs.clone();
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            stack.extend(plan.jobs[n].needs.iter().copied());
+        }
+    }
+    seen.into_iter().collect()
 }

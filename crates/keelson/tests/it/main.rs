@@ -8,6 +8,7 @@ mod cli;
 mod conditions;
 mod containers;
 mod dag;
+mod deploy;
 mod env;
 mod init;
 mod masking;
