@@ -218,6 +218,59 @@ fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
     })
 }
 
+/// Runs the deploy controller inside a long-lived Keelson process (`keelson server`'s embedded
+/// agent, `keelson agent`) on the data directory its jobs use, so deploy jobs reach it through
+/// `<data>/deploy/control.sock`. Skipped (logged) when another controller already answers there.
+/// On `shutdown` the services and proxies keep running; the next controller adopts them.
+pub fn spawn_host_controller(data_dir: PathBuf, shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let socket = socket(&data_dir);
+        let probe = ControlRequest::Status {
+            environment: Some(String::new()),
+            service: None,
+        };
+        if ControlClient::new(socket.clone())
+            .call(&probe)
+            .await
+            .is_ok()
+        {
+            tracing::info!(socket = %socket.display(), "a deploy controller already runs on this data directory; deploy jobs use it");
+            return;
+        }
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(error) => {
+                tracing::error!(%error, "cannot locate the keelson executable; no deploy controller");
+                return;
+            }
+        };
+        let config = ControllerConfig::new(
+            state_dir(&data_dir),
+            ProxyMode::Process {
+                exe,
+                args: vec!["deploy".into(), "proxy".into()],
+            },
+        );
+        let controller = match Controller::open(config).await {
+            Ok(controller) => controller,
+            Err(error) => {
+                tracing::error!(%error, "the deploy controller did not start");
+                return;
+            }
+        };
+        let serving = {
+            let controller = controller.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move { serve_control(controller, &socket).await })
+        };
+        tracing::info!(socket = %socket.display(), "deploy controller ready");
+        shutdown.cancelled().await;
+        serving.abort();
+        let _ = std::fs::remove_file(&socket);
+        controller.detach().await;
+    });
+}
+
 fn proxy(args: ProxyArgs) -> anyhow::Result<u8> {
     crate::serve::init_tracing_for_daemon();
     let listen = args

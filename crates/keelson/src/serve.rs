@@ -194,6 +194,8 @@ pub fn server_command(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<u8> 
                 if docker { vec!["docker".to_string()] } else { Vec::new() }
             });
             let config = agent_config(&url, token, "embedded".into(), labels, &data.join("agent"));
+            // Deployed services are supervised here, by the long-running server process.
+            crate::deploy::spawn_host_controller(config.data_dir.clone(), shutdown.clone());
             let agent_shutdown = shutdown.clone();
             tokio::spawn(async move {
                 if let Err(error) = run_agent(config, Arc::new(host), agent_shutdown).await {
@@ -221,6 +223,8 @@ pub fn agent_command(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<u8> {
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         on_signal(shutdown.clone());
+        // Deployed services on this host are supervised by this agent process.
+        crate::deploy::spawn_host_controller(config.data_dir.clone(), shutdown.clone());
         let (host, _) = engine_host().await;
         match run_agent(config, Arc::new(host), shutdown).await {
             Ok(()) => Ok(EXIT_OK),

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::support::Project;
 
 /// The example service's release binary, built once per test run.
-fn hello_binary() -> PathBuf {
+pub(crate) fn hello_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
@@ -43,7 +43,7 @@ fn hello_binary() -> PathBuf {
         .clone()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

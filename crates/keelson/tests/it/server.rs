@@ -789,3 +789,73 @@ jobs:
         }
     });
 }
+
+#[test]
+fn a_deploy_job_on_an_agent_is_supervised_by_the_agent_process() {
+    let binary = super::deploy::hello_binary();
+    let port = super::deploy::free_port();
+    let pipeline = format!(
+        r#"jobs:
+  build:
+    steps:
+      - run: mkdir -p bin && cp {binary} bin/hello-service
+    artifacts:
+      paths: [bin/hello-service]
+  deploy-staging:
+    needs: [build]
+    deploy:
+      environment: staging
+deploy:
+  services:
+    web:
+      command: [./bin/hello-service]
+      artifact: build
+      env:
+        HELLO_ADDR: "127.0.0.1:${{PORT}}"
+        HELLO_VERSION: "${{VERSION}}"
+      readiness: {{ http: /health, interval: 200ms }}
+  environments:
+    staging:
+      services:
+        web: {{ listen: "127.0.0.1:{port}" }}
+"#,
+        binary = binary.display()
+    );
+    let repo = Repo::new(&pipeline);
+    let server = Server::start(&repo.base.join("server"), &["--no-agent"]);
+    let token = server.agent_token("ci");
+    let agent_data = repo.base.join("agent");
+    let agent = Agent::start(&server, &token, "deployer", &agent_data);
+    server.admin(
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"name": "shop", "repository": repo.bare.display().to_string()})),
+    );
+    let id = server.admin("POST", "/api/v1/projects/shop/runs", Some(json!({})))["id"]
+        .as_i64()
+        .unwrap();
+    let run = server.wait_run(id, Duration::from_secs(120));
+    let stop_everything = || {
+        let _ = keelson()
+            .arg("--data-dir")
+            .arg(&agent_data)
+            .args(["deploy", "down"])
+            .output();
+    };
+    if run["state"] != "succeeded" {
+        stop_everything();
+        panic!("{run}\n{:#?}\n{}", server.logs(id), server.log());
+    }
+    // The agent process runs the controller: no separate daemon was started.
+    let deploy_dir = agent_data.join("deploy");
+    assert!(deploy_dir.join("control.sock").exists());
+    assert!(!deploy_dir.join("daemon.pid").exists());
+    let history = std::fs::read_to_string(deploy_dir.join("slots/staging/web/history.ndjson"))
+        .expect("the deployment's history");
+    let body = http("GET", &format!("http://127.0.0.1:{port}/"), None, None, &[]);
+    drop(agent);
+    stop_everything();
+    assert!(history.contains("\"outcome\":\"succeeded\""), "{history}");
+    assert_eq!(body.0, 200, "{body:?}");
+    assert!(body.1.to_string().contains("hello-service r1"), "{body:?}");
+}
