@@ -646,7 +646,7 @@ async fn ensure_daemon(
         return Ok(());
     }
     let dir = state_dir(data_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    keelson_deploy::controller::state::ensure_private_dir(&dir)?;
     let log_path = dir.join("daemon.log");
     let log_file = std::fs::OpenOptions::new()
         .create(true)

@@ -17,6 +17,8 @@ use super::state::Deployment;
 use super::{Controller, DeployRequest, SlotStatus};
 
 const MAX_REQUEST: u64 = 16 * 1024 * 1024;
+/// A connection must send its whole request within this long.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A command for the controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,16 +116,23 @@ pub async fn serve(controller: Controller, socket: &Path) -> std::io::Result<()>
 async fn handle(controller: Controller, stream: UnixStream) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    let read = (&mut reader).take(MAX_REQUEST).read_line(&mut line).await;
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        (&mut reader).take(MAX_REQUEST).read_line(&mut line),
+    )
+    .await;
     let stream = reader.into_inner();
     let response = match read {
-        Err(e) => ControlResponse::Error {
+        Err(_) => ControlResponse::Error {
+            message: format!("no complete request within {REQUEST_TIMEOUT:?}"),
+        },
+        Ok(Err(e)) => ControlResponse::Error {
             message: format!("cannot read the request: {e}"),
         },
-        Ok(_) if !line.ends_with('\n') => ControlResponse::Error {
+        Ok(Ok(_)) if !line.ends_with('\n') => ControlResponse::Error {
             message: "request too large or not terminated by a newline".into(),
         },
-        Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
+        Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
             Err(e) => ControlResponse::Error {
                 message: format!("bad request: {e}"),
             },
@@ -302,5 +311,82 @@ impl ControlClient {
             ControlResponse::Error { message } => Err(ControlError::Refused(message)),
             response => Ok(response),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{ControllerConfig, ProxyMode};
+
+    async fn raw(socket: &Path, bytes: &[u8]) -> String {
+        let mut stream = UnixStream::connect(socket).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        // Half-close: the request ends here, newline or not.
+        stream.shutdown().await.unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await.unwrap();
+        line
+    }
+
+    #[tokio::test]
+    async fn hostile_requests_get_errors_and_valid_ones_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let controller = Controller::open(ControllerConfig::new(
+            dir.path().join("deploy"),
+            ProxyMode::InProcess,
+        ))
+        .await
+        .unwrap();
+        let socket = dir.path().join("deploy/control.sock");
+        let server = tokio::spawn({
+            let socket = socket.clone();
+            async move { serve(controller, &socket).await }
+        });
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let garbage = raw(&socket, b"{not json\n").await;
+        assert!(garbage.contains("\"result\":\"error\""), "{garbage}");
+        assert!(garbage.contains("bad request"), "{garbage}");
+        let unterminated = raw(&socket, b"{\"op\":\"status\"}").await;
+        assert!(unterminated.contains("not terminated"), "{unterminated}");
+
+        let client = ControlClient::new(socket.clone());
+        let status = client
+            .call(&ControlRequest::Status {
+                environment: None,
+                service: None,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(status, ControlResponse::Status { slots } if slots.is_empty()));
+        let refused = client
+            .call(&ControlRequest::Promote {
+                environment: "production".into(),
+                service: "web".into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("nothing to promote"),
+            "{refused}"
+        );
+        server.abort();
+        let gone = ControlClient::new(dir.path().join("nowhere.sock"))
+            .call(&ControlRequest::Status {
+                environment: None,
+                service: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(gone.to_string().contains("keelson deploy daemon"), "{gone}");
     }
 }

@@ -234,13 +234,23 @@ impl SlotFiles {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700.
+/// Creates `dir` (and parents) with mode 0700, and makes an existing `dir` 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io_err("create directory", dir))
+        .map_err(io_err("create directory", dir))?;
+    let mode = fs::metadata(dir)
+        .map_err(io_err("read", dir))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("restrict permissions of", dir))?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, fsynced, renamed.
