@@ -225,13 +225,13 @@ fn compare_latency(
     // Differences below both the relative tolerance and one millisecond are noise: a 40 %
     // change of a 0.2 ms median is real in statistics and irrelevant to users.
     let margin = (spec.latency_tolerance.max(0.0) * stable_median).max(MIN_LATENCY_DIFFERENCE);
-    let score = if test.p_greater < alpha && canary_median - stable_median > margin {
-        Score::High
-    } else if test.p_less < alpha && stable_median - canary_median > margin {
-        Score::Low
-    } else {
-        Score::Pass
-    };
+    let score = score(
+        test.p_greater,
+        test.p_less,
+        alpha,
+        canary_median - stable_median,
+        margin,
+    );
     Comparison {
         score,
         p_value: Some(test.p_greater.min(test.p_less)),
@@ -282,17 +282,30 @@ fn compare_errors(
         };
     };
     let tolerance = spec.error_rate_tolerance.max(0.0);
-    let score = if test.p_greater < alpha && canary_rate - stable_rate > tolerance {
-        Score::High
-    } else if test.p_less < alpha && stable_rate - canary_rate > tolerance {
-        Score::Low
-    } else {
-        Score::Pass
-    };
+    let score = score(
+        test.p_greater,
+        test.p_less,
+        alpha,
+        canary_rate - stable_rate,
+        tolerance,
+    );
     Comparison {
         score,
         p_value: Some(test.p_greater.min(test.p_less)),
         ..base
+    }
+}
+
+/// High when the canary is significantly worse (`p_greater < alpha`) by more than `margin`
+/// (`difference` is canary minus stable), Low when significantly better by more than `margin`,
+/// else Pass.
+fn score(p_greater: f64, p_less: f64, alpha: f64, difference: f64, margin: f64) -> Score {
+    if p_greater < alpha && difference > margin {
+        Score::High
+    } else if p_less < alpha && -difference > margin {
+        Score::Low
+    } else {
+        Score::Pass
     }
 }
 

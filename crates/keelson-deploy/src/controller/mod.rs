@@ -34,7 +34,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::analysis::{MetricProvider, Providers};
 use crate::proxy::{AdminClient, Proxy, ProxyConfig, ProxyControl, RouteTable};
-use crate::target::{DockerTarget, ProcessTarget, Supervised, Target};
+use crate::target::{DockerTarget, ProcessTarget, Target};
 use release::{ReleaseError, Releases};
 use rollout::{Controls, Rollout, RolloutSettings, roll_back};
 use slot::{Member, Policy, Slot};
@@ -435,40 +435,18 @@ impl Controller {
     }
 
     async fn adopt_set(&self, slot: &Arc<Slot>, set: &SetState) {
-        let release = &set.release;
         for (index, record) in set.replicas.iter().enumerate() {
-            let index = index as u32;
-            let spec = match rollout::replica_spec(
+            if let Err(e) = rollout::supervise(
                 slot,
-                release,
-                index,
+                &set.release,
+                index as u32,
+                record.clone(),
                 self.inner.config.secrets.as_ref(),
-            ) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot rebuild a replica spec");
-                    continue;
-                }
-            };
-            let service = &release.service;
-            let replica = match record {
-                Some(record) => Supervised::adopt(
-                    slot.target.clone(),
-                    spec,
-                    record.clone(),
-                    service.readiness.clone(),
-                    service.liveness.clone(),
-                    service.restart.clone(),
-                ),
-                None => Supervised::spawn(
-                    slot.target.clone(),
-                    spec,
-                    service.readiness.clone(),
-                    service.liveness.clone(),
-                    service.restart.clone(),
-                ),
-            };
-            slot.add(&release.version, Member { index, replica }).await;
+            )
+            .await
+            {
+                tracing::error!(error = %e, "cannot adopt or restart a replica");
+            }
         }
     }
 
@@ -723,17 +701,7 @@ impl Controller {
                 });
                 deployment = Some((d, None));
             } else {
-                state.rollout = Some(RolloutState {
-                    deployment: d.clone(),
-                    new: SetState {
-                        release: release.clone(),
-                        replicas: Vec::new(),
-                    },
-                    step: 0,
-                    weight: 0,
-                    paused: None,
-                    held: false,
-                });
+                state.rollout = Some(RolloutState::starting(d.clone(), release.clone()));
                 let stable = state.stable.as_ref().map(|s| s.release.clone());
                 deployment = Some((d, Some((release, stable))));
             }
@@ -1162,17 +1130,10 @@ impl Controller {
                     message: format!("approved by {who}"),
                     data: None,
                 });
-                state.rollout = Some(RolloutState {
-                    deployment: p.deployment.clone(),
-                    new: SetState {
-                        release: p.release.clone(),
-                        replicas: Vec::new(),
-                    },
-                    step: 0,
-                    weight: 0,
-                    paused: None,
-                    held: false,
-                });
+                state.rollout = Some(RolloutState::starting(
+                    p.deployment.clone(),
+                    p.release.clone(),
+                ));
                 let stable = state.stable.as_ref().map(|s| s.release.clone());
                 started = Some((p.deployment, p.release, stable));
             }

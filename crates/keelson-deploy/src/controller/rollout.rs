@@ -698,23 +698,18 @@ impl Rollout {
     }
 
     async fn start_replica(&self, release: &Release, index: u32) -> Step<()> {
-        let spec = replica_spec(&self.slot, release, index, self.settings.secrets.as_ref())
-            .map_err(|reason| Stop {
-                outcome: Outcome::Failed,
-                reason,
-            })?;
-        let service = &release.service;
-        let replica = Supervised::spawn(
-            self.slot.target.clone(),
-            spec,
-            service.readiness.clone(),
-            service.liveness.clone(),
-            service.restart.clone(),
-        );
-        self.slot
-            .add(&release.version, Member { index, replica })
-            .await;
-        Ok(())
+        supervise(
+            &self.slot,
+            release,
+            index,
+            None,
+            self.settings.secrets.as_ref(),
+        )
+        .await
+        .map_err(|reason| Stop {
+            outcome: Outcome::Failed,
+            reason,
+        })
     }
 }
 
@@ -746,18 +741,10 @@ pub async fn roll_back(
                 if have.contains(&index) {
                     continue;
                 }
-                match replica_spec(slot, stable, index, settings.secrets.as_ref()) {
-                    Ok(spec) => {
-                        let replica = Supervised::spawn(
-                            slot.target.clone(),
-                            spec,
-                            stable.service.readiness.clone(),
-                            stable.service.liveness.clone(),
-                            stable.service.restart.clone(),
-                        );
-                        slot.add(&stable.version, Member { index, replica }).await;
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot restart a stable replica"),
+                if let Err(e) =
+                    supervise(slot, stable, index, None, settings.secrets.as_ref()).await
+                {
+                    tracing::error!(error = %e, "cannot restart a stable replica");
                 }
             }
             // Wait (bounded) for the stable set before taking the new one away.
@@ -777,6 +764,37 @@ pub async fn roll_back(
     if let Err(e) = slot.sync(false).await {
         tracing::warn!(error = %e, "cannot update the proxy after rollback");
     }
+}
+
+/// Supervises `release`'s replica `index` in `slot`: adopts `record` when given (still the same
+/// process or container, else started anew), starts it otherwise.
+pub async fn supervise(
+    slot: &Slot,
+    release: &Release,
+    index: u32,
+    record: Option<crate::target::ReplicaRecord>,
+    secrets: &dyn Secrets,
+) -> Result<(), String> {
+    let spec = replica_spec(slot, release, index, secrets)?;
+    let service = &release.service;
+    let (readiness, liveness, restart) = (
+        service.readiness.clone(),
+        service.liveness.clone(),
+        service.restart.clone(),
+    );
+    let replica = match record {
+        Some(record) => Supervised::adopt(
+            slot.target.clone(),
+            spec,
+            record,
+            readiness,
+            liveness,
+            restart,
+        ),
+        None => Supervised::spawn(slot.target.clone(), spec, readiness, liveness, restart),
+    };
+    slot.add(&release.version, Member { index, replica }).await;
+    Ok(())
 }
 
 /// The replica spec of `release`'s replica `index` in `slot`.

@@ -107,6 +107,23 @@ pub struct RolloutState {
     pub held: bool,
 }
 
+impl RolloutState {
+    /// A rollout of `release` about to start: no replicas yet, at its first step.
+    pub fn starting(deployment: Deployment, release: Release) -> RolloutState {
+        RolloutState {
+            deployment,
+            new: SetState {
+                release,
+                replicas: Vec::new(),
+            },
+            step: 0,
+            weight: 0,
+            paused: None,
+            held: false,
+        }
+    }
+}
+
 /// A deployment waiting for `keelson deploy approve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingApproval {
