@@ -961,6 +961,7 @@ mod tests {
     #[test]
     fn dates_render_in_utc() {
         assert_eq!(ms_to_text(0), "1970-01-01 00:00:00Z");
-        assert_eq!(ms_to_text(1_795_000_000_000), "2026-11-18 08:26:40Z");
+        assert_eq!(ms_to_text(1_795_000_000_000), "2026-11-18 11:06:40Z");
+        assert_eq!(ms_to_text(1_709_164_800_000), "2024-02-29 00:00:00Z");
     }
 }
