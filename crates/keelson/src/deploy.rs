@@ -145,13 +145,6 @@ fn socket(data_dir: &Path) -> PathBuf {
     state_dir(data_dir).join("control.sock")
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 fn who() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
@@ -164,14 +157,14 @@ pub fn deploy_command(command: DeployCommand, data_dir: &Path) -> anyhow::Result
         DeployCommand::Daemon(args) => daemon(data_dir, Duration::from_secs(args.ready_deadline)),
         DeployCommand::Proxy(args) => proxy(args),
         DeployCommand::Down => down(data_dir),
-        other => runtime()?.block_on(client_command(other, data_dir)),
+        other => crate::serve::runtime()?.block_on(client_command(other, data_dir)),
     }
 }
 
 fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
     crate::serve::init_tracing_for_daemon();
     let exe = std::env::current_exe().context("locating the keelson executable")?;
-    runtime()?.block_on(async move {
+    crate::serve::runtime()?.block_on(async move {
         let mut config = ControllerConfig::new(
             state_dir(data_dir),
             ProxyMode::Process {
@@ -334,7 +327,7 @@ fn down(data_dir: &Path) -> anyhow::Result<u8> {
     }
     if !stopped && state_dir(data_dir).join("slots").is_dir() {
         // No controller: adopt what its state lists, and stop it.
-        runtime()?.block_on(async {
+        crate::serve::runtime()?.block_on(async {
             let exe = std::env::current_exe().context("locating the keelson executable")?;
             let controller = Controller::open(ControllerConfig::new(
                 state_dir(data_dir),
@@ -795,28 +788,6 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
     }
 }
 
-fn ms_to_text(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn outcome_text(d: &Deployment) -> &'static str {
     match d.outcome {
         None => "in progress",
@@ -843,7 +814,12 @@ pub fn render_deployment(d: &Deployment) -> String {
             .unwrap_or_default()
     );
     for e in &d.events {
-        let _ = writeln!(out, "  {}  {}", ms_to_text(e.at_unix_ms), e.message);
+        let _ = writeln!(
+            out,
+            "  {}  {}",
+            keelson_core::time::rfc3339_utc_ms(e.at_unix_ms),
+            e.message
+        );
     }
     out
 }
@@ -898,7 +874,12 @@ fn render_status(slot: &SlotStatus) -> String {
             replicas(&r.new.replicas)
         );
         for e in r.deployment.events.iter().rev().take(5).rev() {
-            let _ = writeln!(out, "    {}  {}", ms_to_text(e.at_unix_ms), e.message);
+            let _ = writeln!(
+                out,
+                "    {}  {}",
+                keelson_core::time::rfc3339_utc_ms(e.at_unix_ms),
+                e.message
+            );
         }
     }
     if let Some(p) = &slot.pending {
@@ -927,7 +908,7 @@ fn render_history(deployments: &[Deployment]) -> String {
             out,
             "{:<5} {:<21} {:<12} {:<12} {:<10} {:<16} {}",
             d.version,
-            ms_to_text(d.started_at_unix_ms),
+            keelson_core::time::rfc3339_utc_ms(d.started_at_unix_ms),
             outcome_text(d),
             short(&d.digest),
             d.commit
@@ -951,17 +932,5 @@ impl keelson_engine::builtin::BuiltinSteps for Builtins {
         } else {
             crate::scan::ScanStep.run(request, log)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_render_in_utc() {
-        assert_eq!(ms_to_text(0), "1970-01-01 00:00:00Z");
-        assert_eq!(ms_to_text(1_795_000_000_000), "2026-11-18 11:06:40Z");
-        assert_eq!(ms_to_text(1_709_164_800_000), "2024-02-29 00:00:00Z");
     }
 }

@@ -80,7 +80,8 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The multi-thread runtime of long-running commands (server, agent, deploy daemon and commands).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
