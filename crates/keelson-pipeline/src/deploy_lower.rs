@@ -28,6 +28,32 @@ fn text(raw: String, span: crate::Span) -> Text {
     }
 }
 
+/// The files that make `service`'s release: its artifact job's `artifacts.paths`, or without an
+/// artifact job the command's program; nothing for an image service or an unknown one.
+pub fn release_patterns(pipeline: &Pipeline, service: &str) -> Vec<String> {
+    let run = pipeline
+        .deploy
+        .as_ref()
+        .and_then(|config| config.services.get(service))
+        .map(|s| &s.run);
+    match run {
+        Some(RunSpec::Command {
+            artifact: Some(job),
+            ..
+        }) => pipeline
+            .jobs
+            .get(job)
+            .and_then(|j| j.artifacts.as_ref())
+            .map(|a| a.paths.iter().map(|p| p.value.clone()).collect())
+            .unwrap_or_default(),
+        Some(RunSpec::Command { command, .. }) => command
+            .first()
+            .map(|c| vec![c.trim_start_matches("./").to_string()])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 /// Gives every `deploy:` job (which has no steps) its `keelson/deploy` step. Jobs that already
 /// have steps and pipelines without a `deploy:` block are left alone.
 pub fn lower_deploy_jobs(pipeline: &mut Pipeline) {
@@ -46,26 +72,10 @@ pub fn lower_deploy_jobs(pipeline: &mut Pipeline) {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let mut artifacts: IndexMap<String, Vec<String>> = IndexMap::new();
-        for service in &services {
-            let patterns = match config.services.get(service).map(|s| &s.run) {
-                Some(RunSpec::Command {
-                    artifact: Some(job),
-                    ..
-                }) => pipeline
-                    .jobs
-                    .get(job)
-                    .and_then(|j| j.artifacts.as_ref())
-                    .map(|a| a.paths.iter().map(|p| p.value.clone()).collect())
-                    .unwrap_or_default(),
-                Some(RunSpec::Command { command, .. }) => command
-                    .first()
-                    .map(|c| vec![c.trim_start_matches("./").to_string()])
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            artifacts.insert(service.clone(), patterns);
-        }
+        let artifacts: IndexMap<String, Vec<String>> = services
+            .iter()
+            .map(|service| (service.clone(), release_patterns(pipeline, service)))
+            .collect();
         let span = job.span;
         let mut with: IndexMap<String, Vec<Text>> = IndexMap::new();
         let mut put = |name: &str, raw: String| {

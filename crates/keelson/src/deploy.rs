@@ -218,15 +218,7 @@ fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
 pub fn spawn_host_controller(data_dir: PathBuf, shutdown: tokio_util::sync::CancellationToken) {
     tokio::spawn(async move {
         let socket = socket(&data_dir);
-        let probe = ControlRequest::Status {
-            environment: Some(String::new()),
-            service: None,
-        };
-        if ControlClient::new(socket.clone())
-            .call(&probe)
-            .await
-            .is_ok()
-        {
+        if controller_answers(&ControlClient::new(socket.clone())).await {
             tracing::info!(socket = %socket.display(), "a deploy controller already runs on this data directory; deploy jobs use it");
             return;
         }
@@ -551,7 +543,7 @@ async fn start(
     let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let mut ok = true;
     for service in services {
-        let patterns = artifact_patterns(&pipeline, &config, &service)?;
+        let patterns = keelson_pipeline::deploy_lower::release_patterns(&pipeline, &service);
         let request = DeployRequest {
             environment: args.environment.clone(),
             service: service.clone(),
@@ -565,32 +557,6 @@ async fn start(
         ok &= deploy_one(client, request, !args.no_wait, data_dir, log).await?;
     }
     Ok(ok)
-}
-
-/// The files of a command service's release: its artifact job's `artifacts.paths`, or the
-/// command's program when it has no artifact job.
-fn artifact_patterns(
-    pipeline: &keelson_pipeline::Pipeline,
-    config: &DeployConfig,
-    service: &str,
-) -> anyhow::Result<Vec<String>> {
-    let spec = config
-        .services
-        .get(service)
-        .with_context(|| format!("unknown service `{service}`"))?;
-    Ok(match &spec.run {
-        RunSpec::Command {
-            artifact: Some(job),
-            ..
-        } => pipeline
-            .jobs
-            .get(job)
-            .and_then(|j| j.artifacts.as_ref())
-            .map(|a| a.paths.iter().map(|p| p.value.clone()).collect())
-            .unwrap_or_default(),
-        RunSpec::Command { command, .. } => vec![command[0].trim_start_matches("./").to_string()],
-        RunSpec::Image { .. } => Vec::new(),
-    })
 }
 
 fn source_for(
@@ -639,17 +605,22 @@ async fn deploy_one(
     ))
 }
 
+/// Whether a deploy controller answers on `client`'s socket.
+async fn controller_answers(client: &ControlClient) -> bool {
+    let probe = ControlRequest::Status {
+        environment: Some(String::new()),
+        service: None,
+    };
+    client.call(&probe).await.is_ok()
+}
+
 /// Starts `keelson deploy daemon` detached when no controller answers on this host.
 async fn ensure_daemon(
     client: &ControlClient,
     data_dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<()> {
-    let probe = ControlRequest::Status {
-        environment: Some(String::new()),
-        service: None,
-    };
-    if client.call(&probe).await.is_ok() {
+    if controller_answers(client).await {
         return Ok(());
     }
     let dir = state_dir(data_dir);
@@ -685,7 +656,7 @@ async fn ensure_daemon(
         .context("starting `keelson deploy daemon`")?;
     let pid = child.id();
     for _ in 0..100 {
-        if client.call(&probe).await.is_ok() {
+        if controller_answers(client).await {
             log(&format!(
                 "started the deploy controller (pid {pid}, log {}); it keeps deployed services running after this command. `keelson deploy down` stops it and them",
                 log_path.display()
