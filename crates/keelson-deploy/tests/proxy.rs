@@ -1401,3 +1401,594 @@ async fn spawn_detached_starts_a_proxy_process_in_its_own_session() {
     );
     assert_eq!(mode(&log), 0o600);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw TCP backends (full control over when a connection closes) and raw clients
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one HTTP/1.1 message head (and a `Content-Length` body) from `stream` into `buf`;
+/// returns the lower-cased head and drops the message from `buf`. None at end of stream.
+async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let head_end = loop {
+        if let Some(at) = find(buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..head_end + length);
+    Some(head)
+}
+
+/// A keep-alive backend on raw tokio TCP answering `ok` to every request.
+struct RawBackend {
+    addr: SocketAddr,
+    /// Connections accepted.
+    accepted: Arc<AtomicU64>,
+    /// Connections open right now.
+    open: Arc<AtomicU64>,
+    /// Requests read (answered or not).
+    requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawBackend {
+    fn backend(&self) -> Backend {
+        Backend {
+            id: "b".into(),
+            addr: self.addr,
+        }
+    }
+}
+
+/// Answers at most `per_connection` requests per connection; then reads the next request and
+/// closes the connection without answering it (and without having announced `Connection:
+/// close`): the race of a keep-alive connection closed by the backend just as a request is
+/// written, made certain. Each answer waits `delay`.
+async fn start_raw_backend(per_connection: usize, delay: Duration) -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let open = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let (accepted_, open_, requests_) = (accepted.clone(), open.clone(), requests.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            accepted_.fetch_add(1, Ordering::SeqCst);
+            open_.fetch_add(1, Ordering::SeqCst);
+            let (open, requests) = (open_.clone(), requests_.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut answered = 0;
+                while read_message(&mut stream, &mut buf).await.is_some() {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    if answered == per_connection {
+                        break;
+                    }
+                    answered += 1;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+                drop(stream);
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    RawBackend {
+        addr,
+        accepted,
+        open,
+        requests,
+        task,
+    }
+}
+
+fn single(backend: &RawBackend) -> RouteTable {
+    RouteTable {
+        versions: vec![VersionRoute {
+            version: "r1".into(),
+            weight: 1,
+            backends: vec![backend.backend()],
+        }],
+        ..RouteTable::default()
+    }
+}
+
+fn capped(backend: &RawBackend, max: u32) -> RouteTable {
+    RouteTable {
+        max_connections: BTreeMap::from([("r1".to_string(), max)]),
+        ..single(backend)
+    }
+}
+
+/// An upgrade-capable backend on raw tokio TCP: a request with `upgrade: echo` gets `101` (with
+/// `x-backend: id`) and then every byte echoed until the client closes; `/refuse` with an
+/// upgrade gets `403 refused`; anything else `200 plain`. Keeps the request heads it read.
+async fn start_upgrade_backend(id: &'static str) -> (Backend, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_message(&mut stream, &mut buf).await {
+                    seen.lock().unwrap().push(head.clone());
+                    let upgrade = head.contains("\r\nupgrade: echo\r\n");
+                    if upgrade && head.starts_with("get /refuse ") {
+                        let answer = "HTTP/1.1 403 Forbidden\r\ncontent-length: 7\r\n\r\nrefused";
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                    } else if upgrade {
+                        let answer = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\
+                             upgrade: echo\r\nx-backend: {id}\r\n\r\n"
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        // Bytes that came with the head belong to the new protocol.
+                        if !buf.is_empty() && stream.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                        let (mut read, mut write) = stream.split();
+                        let _ = tokio::io::copy(&mut read, &mut write).await;
+                        return;
+                    } else {
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain";
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    (
+        Backend {
+            id: id.into(),
+            addr,
+        },
+        heads,
+    )
+}
+
+/// Sends `request` on `stream` and reads the answer's head (lower-cased) and `Content-Length`
+/// body.
+async fn raw_exchange(stream: &mut TcpStream, request: &str) -> (String, String) {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = find(&buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the proxy closed before answering {request:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the proxy closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Reads exactly `n` bytes (or panics after 5 s).
+async fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .expect("tunnel answered in time")
+        .expect("tunnel open");
+    got
+}
+
+const UPGRADE_REQUEST: &str =
+    "GET /ws HTTP/1.1\r\nhost: t\r\nconnection: Upgrade\r\nupgrade: echo\r\nx-canary: yes\r\n\r\n";
+
+// ---------------------------------------------------------------------------------------------
+// Upgrades (WebSocket-style tunnels)
+
+#[tokio::test]
+async fn upgrade_is_routed_by_rule_tunnelled_both_ways_and_counted_once_as_101() {
+    let (stable, _) = start_upgrade_backend("stable").await;
+    let (canary, canary_heads) = start_upgrade_backend("canary").await;
+    let table = RouteTable {
+        versions: vec![
+            VersionRoute {
+                version: "stable".into(),
+                weight: 1,
+                backends: vec![stable],
+            },
+            VersionRoute {
+                version: "canary".into(),
+                weight: 0,
+                backends: vec![canary],
+            },
+        ],
+        rules: vec![RuleRoute {
+            rule: RouteRule::Header {
+                name: "x-canary".into(),
+                value: "yes".into(),
+            },
+            version: "canary".into(),
+        }],
+        ..RouteTable::default()
+    };
+    let proxy = Proxy::start(config(), table).await.unwrap();
+    let mut stream = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+    let (head, _) = raw_exchange(&mut stream, UPGRADE_REQUEST).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nupgrade: echo\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(head.contains("\r\nx-backend: canary\r\n"), "{head}");
+    // The backend got the upgrade headers (hop-by-hop, but passed on for an upgrade).
+    let forwarded = canary_heads.lock().unwrap()[0].clone();
+    assert!(forwarded.contains("\r\nupgrade: echo\r\n"), "{forwarded}");
+    assert!(
+        forwarded.contains("\r\nconnection: upgrade\r\n"),
+        "{forwarded}"
+    );
+    assert!(
+        forwarded.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{forwarded}"
+    );
+
+    for message in ["hello tunnel", "second message, a little longer"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        assert_eq!(
+            read_exactly(&mut stream, message.len()).await,
+            message.as_bytes()
+        );
+    }
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        write.write_all(&big).await.unwrap();
+        write.shutdown().await.unwrap();
+        big
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut echoed))
+        .await
+        .expect("the tunnel closed after the client did")
+        .unwrap();
+    assert_eq!(echoed, writer.await.unwrap(), "bytes come back in order");
+
+    let window = proxy.window("canary").await.unwrap();
+    assert_eq!((window.requests, window.errors), (1, 0));
+    let samples = parse_exposition(&proxy.prometheus().await.unwrap());
+    let requests = |code: &str| {
+        sample(
+            &samples,
+            "keelson_proxy_requests_total",
+            &[("version", "canary"), ("code", code)],
+        )
+    };
+    assert_eq!(requests("1xx"), 1.0);
+    wait_until(
+        "the tunnel to leave in-flight",
+        Duration::from_secs(5),
+        async || proxy.status().await.unwrap().in_flight["canary"] == 0,
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_upgrade_is_relayed_as_an_ordinary_answer() {
+    let (backend, _) = start_upgrade_backend("b").await;
+    let table = RouteTable {
+        versions: vec![VersionRoute {
+            version: "r1".into(),
+            weight: 1,
+            backends: vec![backend],
+        }],
+        ..RouteTable::default()
+    };
+    let proxy = Proxy::start(config(), table).await.unwrap();
+    let mut stream = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+    let (head, body) = raw_exchange(
+        &mut stream,
+        "GET /refuse HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 403 "), "{head}");
+    assert!(!head.contains("upgrade: echo"), "{head}");
+    assert_eq!(body, "refused");
+    // The client connection stays an ordinary HTTP connection.
+    let (head, body) = raw_exchange(&mut stream, "GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+    assert_eq!(body, "plain");
+    let window = proxy.window("r1").await.unwrap();
+    assert_eq!(
+        (window.requests, window.errors, window.client_errors),
+        (2, 0, 1)
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn drain_waits_for_a_tunnel_until_its_timeout_then_closes_it() {
+    let (backend, _) = start_upgrade_backend("b").await;
+    let table = RouteTable {
+        versions: vec![VersionRoute {
+            version: "r1".into(),
+            weight: 1,
+            backends: vec![backend],
+        }],
+        ..RouteTable::default()
+    };
+    let proxy = Proxy::start(config(), table).await.unwrap();
+    let mut stream = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+    let (head, _) = raw_exchange(&mut stream, UPGRADE_REQUEST).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    stream.write_all(b"ping").await.unwrap();
+    assert_eq!(read_exactly(&mut stream, 4).await, b"ping");
+    let status = proxy.status().await.unwrap();
+    assert_eq!(status.in_flight["b"], 1, "an open tunnel is in flight");
+    assert_eq!(status.upstream_connections["b"], 1);
+
+    proxy.set_routes(RouteTable::default()).await.unwrap();
+    // Cut-over alone does not touch the tunnel.
+    stream.write_all(b"still").await.unwrap();
+    assert_eq!(read_exactly(&mut stream, 5).await, b"still");
+    let report = proxy
+        .drain(vec!["b".into()], Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(report.still_in_flight, 1);
+    assert!(report.waited >= Duration::from_millis(300));
+    // After the drain timeout the proxy closes it.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel was closed")
+        .unwrap();
+    wait_until(
+        "the tunnel's slot to come back",
+        Duration::from_secs(5),
+        async || proxy.status().await.unwrap().in_flight.is_empty(),
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-backend connection cap
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_queues_requests_instead_of_opening_more_connections() {
+    let backend = start_raw_backend(usize::MAX, Duration::from_millis(150)).await;
+    let proxy = Proxy::start(config(), capped(&backend, 2)).await.unwrap();
+    let client = client();
+    let addr = proxy.listen_addr();
+    let answers = futures_util::future::join_all((0..8).map(|_| {
+        let client = client.clone();
+        async move { get(&client, addr, "/").await }
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "ok")
+        );
+    }
+    assert_eq!(
+        backend.accepted.load(Ordering::SeqCst),
+        2,
+        "never more than the cap"
+    );
+    assert_eq!(proxy.status().await.unwrap().upstream_connections["b"], 2);
+    let window = proxy.window("r1").await.unwrap();
+    assert_eq!((window.requests, window.errors), (8, 0));
+
+    // Without a cap the same burst opens a connection per concurrent request.
+    let uncapped_backend = start_raw_backend(usize::MAX, Duration::from_millis(150)).await;
+    proxy.set_routes(single(&uncapped_backend)).await.unwrap();
+    futures_util::future::join_all((0..8).map(|_| {
+        let client = client.clone();
+        async move { get(&client, addr, "/").await }
+    }))
+    .await;
+    assert_eq!(uncapped_backend.accepted.load(Ordering::SeqCst), 8);
+
+    // Lowering the cap closes idle connections above it.
+    proxy
+        .set_routes(capped(&uncapped_backend, 3))
+        .await
+        .unwrap();
+    wait_until(
+        "idle connections above the cap to close",
+        Duration::from_secs(5),
+        async || {
+            uncapped_backend.open.load(Ordering::SeqCst) == 3
+                && proxy.status().await.unwrap().upstream_connections["b"] == 3
+        },
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_at_the_cap_gets_503_after_the_upstream_timeout_and_counts_as_an_error() {
+    let backend = start_backend("b").await;
+    let config = ProxyConfig {
+        upstream_timeout: Duration::from_millis(400),
+        ..config()
+    };
+    let table = RouteTable {
+        versions: vec![version("r1", 1, &[&backend])],
+        max_connections: BTreeMap::from([("r1".to_string(), 1)]),
+        ..RouteTable::default()
+    };
+    let proxy = Proxy::start(config, table).await.unwrap();
+    // A streamed upload holds the only connection until its body ends.
+    let mut upload = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+    upload
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while find(&head, b"first").is_none() {
+        let mut chunk = [0u8; 1024];
+        let n = upload.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&chunk[..n]);
+    }
+
+    let client = client();
+    let busy = get(&client, proxy.listen_addr(), "/").await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.body.contains("max-connections"), "{}", busy.body);
+
+    upload.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    while find(&rest, b"0\r\n\r\n").is_none() {
+        let mut chunk = [0u8; 1024];
+        let n = upload.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    // The connection comes back to the pool, and the next request gets it.
+    assert_eq!(
+        get(&client, proxy.listen_addr(), "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+
+    let samples = parse_exposition(&proxy.prometheus().await.unwrap());
+    let errors = sample(
+        &samples,
+        "keelson_proxy_errors_total",
+        &[("version", "r1"), ("kind", "busy")],
+    );
+    assert_eq!(errors, 1.0);
+    let window = proxy.window("r1").await.unwrap();
+    assert_eq!(window.errors, 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn zero_or_unknown_version_connection_caps_are_rejected() {
+    let backend = start_raw_backend(usize::MAX, Duration::ZERO).await;
+    let proxy = Proxy::start(config(), single(&backend)).await.unwrap();
+    for (version, max) in [("r1", 0), ("r9", 4)] {
+        let table = RouteTable {
+            max_connections: BTreeMap::from([(version.to_string(), max)]),
+            ..single(&backend)
+        };
+        let error = proxy.set_routes(table).await.unwrap_err();
+        assert!(
+            matches!(error, ProxyError::InvalidRoutes(_)),
+            "{version}={max}: {error}"
+        );
+    }
+    assert_eq!(proxy.status().await.unwrap().routes, single(&backend));
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooled connections the backend closed
+
+#[tokio::test]
+async fn get_on_a_pooled_connection_the_backend_just_closed_is_retried_on_a_fresh_one() {
+    let backend = start_raw_backend(3, Duration::ZERO).await;
+    let proxy = Proxy::start(config(), single(&backend)).await.unwrap();
+    let client = client();
+    for i in 0..30 {
+        let answer = get(&client, proxy.listen_addr(), "/").await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "ok"),
+            "request {i}"
+        );
+    }
+    let window = proxy.window("r1").await.unwrap();
+    assert_eq!((window.requests, window.errors), (30, 0));
+    // Every fourth request on a connection was read and dropped by the backend, then re-sent.
+    let seen = backend.requests.load(Ordering::SeqCst);
+    assert!(
+        seen > 30,
+        "the backend closed no connection under a request ({seen})"
+    );
+    assert_eq!(seen, 30 + (backend.accepted.load(Ordering::SeqCst) - 1));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_with_a_body_on_a_pooled_connection_the_backend_just_closed_is_not_retried() {
+    let backend = start_raw_backend(2, Duration::ZERO).await;
+    let proxy = Proxy::start(config(), single(&backend)).await.unwrap();
+    let client = client();
+    for _ in 0..2 {
+        assert_eq!(
+            get(&client, proxy.listen_addr(), "/").await.status,
+            StatusCode::OK
+        );
+    }
+    let answer = send(
+        &client,
+        Method::POST,
+        proxy.listen_addr(),
+        "/",
+        &[],
+        "payload",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        3,
+        "the POST went out once"
+    );
+    let window = proxy.window("r1").await.unwrap();
+    assert_eq!((window.requests, window.errors), (3, 1));
+    proxy.shutdown().await;
+}

@@ -142,6 +142,12 @@ pub struct ServiceSpec {
     /// The port the service listens on *inside its container* (docker target). The process
     /// target picks a free loopback port per replica and passes it as `PORT` and `${PORT}`.
     pub port: Option<u16>,
+    /// Most connections the traffic proxy keeps open to one replica at once (in use + idle
+    /// keep-alive; `max-connections`). None: no cap. A service serving one connection per
+    /// thread or worker should set it below its worker count, so idle pooled connections never
+    /// take every worker (its readiness probe would then time out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     /// Environment of the service's processes. Values may use `${PORT}`, `${REPLICA}` (0-based
     /// index), `${VERSION}` (the revision label) and `${ENVIRONMENT}`; Keelson expands them, not
     /// a shell.

@@ -53,6 +53,8 @@ pub const STOP_SIGNALS: &[&str] = &[
 ];
 /// Most replicas a service may have.
 pub const MAX_REPLICAS: u32 = 100;
+/// Largest `max-connections` of a service (concurrent proxy connections per replica).
+pub const MAX_CONNECTIONS: u32 = 65_535;
 /// Longest service or environment name.
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -78,6 +80,7 @@ const SERVICE_KEYS: &[&str] = &[
     "artifact",
     "replicas",
     "port",
+    "max-connections",
     "env",
     "secrets",
     "readiness",
@@ -390,6 +393,10 @@ impl Loading {
             .take("port")
             .and_then(|n| self.bounded_integer(n, 1, u64::from(u16::MAX)))
             .map(|n| n as u16);
+        let max_connections = map
+            .take("max-connections")
+            .and_then(|n| self.bounded_integer(n, 1, u64::from(MAX_CONNECTIONS)))
+            .map(|n| n as u32);
         let env = map
             .take("env")
             .map(|n| self.deploy_env(n))
@@ -452,6 +459,7 @@ impl Loading {
             run,
             replicas,
             port,
+            max_connections,
             env,
             secrets,
             readiness,

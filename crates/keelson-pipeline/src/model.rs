@@ -89,10 +89,15 @@ impl Pipeline {
         }
     }
 
-    /// The sorted, de-duplicated union of every job's [`Job::required_labels`]: what an agent
-    /// must offer to run any job of this pipeline.
+    /// The sorted, de-duplicated union of every job's [`Job::required_labels`] (with this
+    /// pipeline's `deploy:` block, so deploy jobs see their environment's target): what an
+    /// agent must offer to run any job of this pipeline.
     pub fn required_labels(&self) -> Vec<String> {
-        let mut labels: Vec<String> = self.jobs.values().flat_map(Job::required_labels).collect();
+        let mut labels: Vec<String> = self
+            .jobs
+            .values()
+            .flat_map(|job| job.required_labels(self.deploy.as_ref()))
+            .collect();
         labels.sort();
         labels.dedup();
         labels
@@ -329,21 +334,39 @@ pub struct Job {
 }
 
 impl Job {
-    /// Whether the job needs the Docker Engine: it has an `image:`, services, or a `build:` step.
-    pub fn needs_docker(&self) -> bool {
+    /// Whether the job needs the Docker Engine: it has an `image:`, services, or a `build:` step,
+    /// or it is a `deploy:` job whose environment has `target: docker`.
+    ///
+    /// `deploy` is the pipeline's `deploy:` block ([`Pipeline::deploy`]): a deploy job names only
+    /// its environment, whose target is written there. A deploy job whose environment is not in
+    /// `deploy` (loading rejects such a pipeline) is not counted as needing Docker.
+    pub fn needs_docker(&self, deploy: Option<&crate::deploy::DeployConfig>) -> bool {
         self.image.is_some()
             || !self.services.is_empty()
             || self
                 .steps
                 .iter()
                 .any(|step| matches!(step.action, Action::Build(_)))
+            || self.deploys_to_docker(deploy)
+    }
+
+    /// Whether this is a `deploy:` job whose environment in `deploy` has `target: docker`.
+    fn deploys_to_docker(&self, deploy: Option<&crate::deploy::DeployConfig>) -> bool {
+        let (Some(job), Some(config)) = (&self.deploy, deploy) else {
+            return false;
+        };
+        config
+            .environments
+            .get(&job.environment)
+            .is_some_and(|environment| environment.target == crate::deploy::TargetKind::Docker)
     }
 
     /// The labels an agent must have to run this job: its `runs-on` labels, plus
-    /// [`DOCKER_LABEL`] when it [needs Docker](Job::needs_docker); sorted, without repeats.
-    pub fn required_labels(&self) -> Vec<String> {
+    /// [`DOCKER_LABEL`] when it [needs Docker](Job::needs_docker) (`deploy` is the pipeline's
+    /// `deploy:` block, see there); sorted, without repeats.
+    pub fn required_labels(&self, deploy: Option<&crate::deploy::DeployConfig>) -> Vec<String> {
         let mut labels: Vec<String> = self.runs_on.iter().map(|l| l.value.clone()).collect();
-        if self.needs_docker() {
+        if self.needs_docker(deploy) {
             labels.push(DOCKER_LABEL.to_owned());
         }
         labels.sort();

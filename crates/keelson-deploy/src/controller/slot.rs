@@ -194,12 +194,27 @@ impl Slot {
                 version: v.clone(),
                 lease: LEASE,
             });
+        // Each version's connection cap comes from the service spec it was released with.
+        let max_connections = {
+            let state = self.state.lock().unwrap();
+            state
+                .stable
+                .iter()
+                .chain(state.rollout.iter().map(|rollout| &rollout.new))
+                .filter(|set| present(&set.release.version))
+                .filter_map(|set| {
+                    let max = set.release.service.max_connections?;
+                    Some((set.release.version.clone(), max))
+                })
+                .collect()
+        };
         RouteTable {
             sticky_cookie: policy.sticky_cookie.clone(),
             preview: policy.preview.clone().filter(|v| present(v)),
             rules,
             fallback,
             versions,
+            max_connections,
         }
     }
 

@@ -9,9 +9,24 @@
 //! Upstream connections are plain hyper HTTP/1.1 client connections (TCP_NODELAY, one task each)
 //! kept per backend in [`BackendState`]'s idle pool: a request takes the warmest idle one (or
 //! connects) and gives it back when its response body has been relayed to the end, so the hot
-//! path costs two uncontended lock acquisitions and no task spawn. A request is only re-sent on
+//! path costs two uncontended lock acquisitions and no task spawn. A request is re-sent on
 //! another pooled connection when hyper hands it back unsent (the backend had closed that idle
-//! connection); a request that went out is never re-sent.
+//! connection). A request that went out is re-sent only when it is retry-safe (idempotent, no
+//! body), went out on a *reused* pooled connection and that connection was lost before response
+//! headers arrived (the backend closed an idle keep-alive connection just as the request was
+//! written): then once, on a fresh connection to the same backend.
+//!
+//! A backend may have a cap of open upstream connections ([`super::RouteTable::max_connections`]):
+//! every connection holds a [`ConnectionSlot`] until it closes; at the cap a request waits for a
+//! connection to be parked or to close, until its upstream timeout, then gets 503. Unset, the cap
+//! costs nothing per request (a slot is only counted when a connection opens or closes).
+//!
+//! HTTP/1.1 upgrades (`Connection: upgrade` + `Upgrade`, e.g. WebSocket) are routed like any
+//! request, sent on a fresh dedicated connection with their upgrade headers kept, never retried;
+//! on `101 Switching Protocols` both sides are upgraded and a tunnel task copies bytes both ways
+//! until either side closes. A tunnel counts as in flight on its backend (so a drain waits for
+//! it) until it ends, or until a drain of its backend times out or the proxy shuts down, which
+//! close it. The request itself is recorded once, with status 101, when the 101 is relayed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -31,14 +46,17 @@ use hyper::client::conn::http1 as upstream_http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::metrics::{ErrorKind, Registry, VersionMetrics};
-use super::routing::{BackendState, Choice, CompiledBackend, CompiledTable, nanos_since};
+use super::routing::{
+    BackendState, Choice, CompiledBackend, CompiledTable, ConnectionSlot, nanos_since,
+};
 use super::{DrainReport, ProxyConfig, ProxyControl, ProxyError, ProxyStatus, RouteTable};
 use crate::window::Window;
 
@@ -54,6 +72,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 
 type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 type ResponseBody = Either<GuardedBody, Full<Bytes>>;
@@ -94,8 +113,19 @@ impl IdleUpstream {
 enum UpstreamError {
     /// No connection could be made (refused, unreachable, connect timeout): nothing was sent.
     Connect(std::io::Error),
-    /// The connection failed after the request was (maybe partly) sent.
-    Failed(hyper::Error),
+    /// The connection failed after the request was (maybe partly) sent; `reused`: on a
+    /// connection taken from the idle pool.
+    Failed { error: hyper::Error, reused: bool },
+    /// The backend was at its connection cap until the deadline: nothing was sent.
+    Busy,
+    /// No response headers before the deadline.
+    Timeout,
+}
+
+/// A connection for one request: a pooled one, or a slot to open a new one.
+enum Acquired {
+    Idle(IdleUpstream),
+    Fresh(ConnectionSlot),
 }
 
 /// State shared by listeners, request handlers and the control API.
@@ -114,6 +144,9 @@ pub(crate) struct Shared {
     listen: SocketAddr,
     preview: Option<SocketAddr>,
     open_connections: AtomicUsize,
+    /// Set (and `tunnels_closing` signalled) when the proxy stops: upgraded tunnels close.
+    closing_tunnels: AtomicBool,
+    tunnels_closing: Notify,
 }
 
 /// A proxy running on the current tokio runtime. Dropping it stops its listeners; prefer
@@ -168,6 +201,8 @@ impl Proxy {
             listen,
             preview: preview_addr,
             open_connections: AtomicUsize::new(0),
+            closing_tunnels: AtomicBool::new(false),
+            tunnels_closing: Notify::new(),
         });
         let (shutdown, watch_rx) = watch::channel(false);
         let mut accept_tasks = vec![tokio::spawn(accept_loop(
@@ -221,6 +256,7 @@ impl Proxy {
         for task in tasks {
             let _ = task.await;
         }
+        self.shared.close_all_tunnels();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.shared.open_connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline
         {
@@ -232,6 +268,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.shared.close_all_tunnels();
         for task in self
             .accept_tasks
             .lock()
@@ -259,6 +296,11 @@ fn compile(
         },
         |version| metrics.version(version),
     )?;
+    for version in &compiled.versions {
+        for backend in &version.backends {
+            backend.state.set_max_connections(version.max_connections);
+        }
+    }
     // Forget idle backends the table no longer lists; busy ones stay visible to drain/status.
     let listed: std::collections::HashSet<&str> = compiled
         .source
@@ -282,6 +324,12 @@ fn lease_deadline_for(table: &CompiledTable, epoch: Instant) -> u64 {
 }
 
 impl Shared {
+    /// Closes every upgraded tunnel, now and as they open.
+    fn close_all_tunnels(&self) {
+        self.closing_tunnels.store(true, Ordering::SeqCst);
+        self.tunnels_closing.notify_waiters();
+    }
+
     /// Whether the lease lapsed (records the fall back the first time it is seen).
     fn lease_lapsed(&self) -> bool {
         if self.fell_back.load(Ordering::Acquire) {
@@ -333,6 +381,13 @@ impl Shared {
                 .map(|s| s.in_flight.load(Ordering::Acquire))
                 .sum();
             if busy == 0 || started.elapsed() >= timeout {
+                if busy > 0 {
+                    // What is left may be upgraded tunnels, which never end on their own:
+                    // they get the drain timeout, then are closed.
+                    for state in &states {
+                        state.close_tunnels();
+                    }
+                }
                 return DrainReport {
                     still_in_flight: busy,
                     waited: started.elapsed(),
@@ -356,19 +411,25 @@ impl Shared {
             .flat_map(|v| v.backends.iter().map(|b| b.id.as_str()))
             .collect();
         // Backends of the table, and removed ones while requests still run on them.
-        let in_flight: BTreeMap<String, u64> = self
+        let mut in_flight = BTreeMap::new();
+        let mut upstream_connections = BTreeMap::new();
+        for state in self
             .backends
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|s| (s.id.as_str(), s.in_flight.load(Ordering::Acquire)))
-            .filter(|(id, busy)| *busy > 0 || listed.contains(id))
-            .map(|(id, busy)| (id.to_owned(), busy))
-            .collect();
+        {
+            let busy = state.in_flight.load(Ordering::Acquire);
+            if busy > 0 || listed.contains(state.id.as_str()) {
+                in_flight.insert(state.id.clone(), busy);
+                upstream_connections.insert(state.id.clone(), state.open_connections() as u64);
+            }
+        }
         ProxyStatus {
             routes,
             fell_back,
             in_flight,
+            upstream_connections,
             listen: self.listen,
             preview: self.preview,
         }
@@ -465,7 +526,9 @@ async fn accept_loop(
                 .max_buf_size(MAX_HEAD_BYTES);
             // hyper's default cap of 100 headers per message applies on both sides; setting it
             // explicitly would make hyper allocate and fill a header array for every message.
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
@@ -493,6 +556,8 @@ struct RequestGuard {
     /// 0 until a response status is known (dropped earlier: the client went away, recorded 499).
     status: u16,
     error: Option<ErrorKind>,
+    /// The version was drawn by weight (the sticky cookie is set on the response).
+    weighted: bool,
 }
 
 /// The upstream connection a response streams from, given back to the pool once it is reusable.
@@ -513,6 +578,33 @@ impl RequestGuard {
 
     fn backend_state(&self) -> &BackendState {
         &self.backend().state
+    }
+
+    fn backend_state_arc(&self) -> Arc<BackendState> {
+        self.backend().state.clone()
+    }
+
+    /// Sets the sticky cookie on a response when the version was drawn by weight.
+    fn add_sticky_cookie(&self, headers: &mut HeaderMap) {
+        if self.weighted
+            && let Some(cookie) = self.table.sticky_cookie()
+        {
+            let value = format!(
+                "{cookie}={}; Path=/; HttpOnly; SameSite=Lax",
+                self.table.versions[self.version].name
+            );
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.append(header::SET_COOKIE, value);
+            }
+        }
+    }
+
+    /// The proxy's own error answer for `kind`, recorded by this guard.
+    fn fail(mut self, kind: ErrorKind) -> Response<ResponseBody> {
+        let response = proxy_error_response_unrecorded(kind);
+        self.status = response.status().as_u16();
+        self.error = Some(kind);
+        response
     }
 
     fn move_to(&mut self, backend: usize) {
@@ -543,6 +635,8 @@ pub(crate) struct GuardedBody {
     inner: Incoming,
     guard: RequestGuard,
     lease: Option<Lease>,
+    /// The body was relayed to its end (`is_end_stream` alone never says so for a chunked one).
+    finished: bool,
 }
 
 impl Drop for GuardedBody {
@@ -552,7 +646,7 @@ impl Drop for GuardedBody {
         let Some(lease) = self.lease.take() else {
             return;
         };
-        if !self.inner.is_end_stream() || self.guard.error.is_some() {
+        if !(self.finished || self.inner.is_end_stream()) || self.guard.error.is_some() {
             return;
         }
         let backend = self.guard.backend();
@@ -586,8 +680,10 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.guard.error = Some(ErrorKind::Upstream);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => self.guard.error = Some(ErrorKind::Upstream),
+            Poll::Ready(None) => self.finished = true,
+            _ => {}
         }
         polled
     }
@@ -669,10 +765,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Opens an HTTP/1.1 connection to `addr` (TCP_NODELAY) and spawns the task that drives it.
+/// Opens an HTTP/1.1 connection to `addr` (TCP_NODELAY) and spawns the task that drives it,
+/// holding `slot` until the connection closes. `upgrades`: the connection may be upgraded.
 async fn connect_upstream(
     addr: SocketAddr,
     timeout: Duration,
+    slot: impl Send + 'static,
+    upgrades: bool,
 ) -> Result<UpstreamSender, std::io::Error> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(stream) => stream?,
@@ -688,46 +787,214 @@ async fn connect_upstream(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%addr, %error, "upstream connection ended with an error");
-        }
-    });
+    if upgrades {
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = connection.await {
+                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+            }
+        });
+    }
     Ok(sender)
 }
 
-/// Sends `request` to `backend` on a pooled connection, or a new one when none is left.
+/// The first `Some` of `attempt`, retried each time a connection of `state` is parked or closes,
+/// until `deadline` (then [`UpstreamError::Busy`]).
+async fn wait_for_connection<T>(
+    state: &BackendState,
+    deadline: tokio::time::Instant,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Result<T, UpstreamError> {
+    if let Some(got) = attempt() {
+        return Ok(got);
+    }
+    let _waiting = state.wait_guard();
+    loop {
+        let freed = state.connection_freed();
+        tokio::pin!(freed);
+        // Registered before looking again: a connection freed after the look wakes it.
+        freed.as_mut().enable();
+        if let Some(got) = attempt() {
+            return Ok(got);
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(UpstreamError::Busy);
+        }
+    }
+}
+
+/// A connection for a request to `backend`: the warmest idle one, else a slot for a new one;
+/// at the backend's cap, waits until `deadline` for one to be parked or to close.
+async fn acquire(
+    backend: &CompiledBackend,
+    deadline: tokio::time::Instant,
+) -> Result<Acquired, UpstreamError> {
+    let state = &backend.state;
+    wait_for_connection(state, deadline, || match state.take_idle(backend.addr) {
+        Some(idle) => Some(Acquired::Idle(idle)),
+        None => state.try_reserve().map(Acquired::Fresh),
+    })
+    .await
+}
+
+/// A slot for a new connection to `backend`, closing idle connections to make room under the
+/// cap; waits until `deadline` when every connection is in use.
+async fn acquire_fresh(
+    backend: &CompiledBackend,
+    deadline: tokio::time::Instant,
+) -> Result<ConnectionSlot, UpstreamError> {
+    let state = &backend.state;
+    wait_for_connection(state, deadline, || {
+        let slot = state.try_reserve();
+        if slot.is_none() {
+            // Its slot comes back (and wakes this waiter) once its connection task ends.
+            state.close_one_idle();
+        }
+        slot
+    })
+    .await
+}
+
+/// The connect timeout for an attempt that must be answered by `deadline`.
+fn connect_timeout_until(connect_timeout: Duration, deadline: tokio::time::Instant) -> Duration {
+    connect_timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+}
+
+/// Sends `request` to `backend` on a pooled connection (with `reuse`) or a new one, and waits
+/// for the response headers until `deadline`.
 async fn send_upstream(
     backend: &CompiledBackend,
     connect_timeout: Duration,
     mut request: Request<UpstreamBody>,
+    deadline: tokio::time::Instant,
+    reuse: bool,
 ) -> Result<(Response<Incoming>, UpstreamSender), UpstreamError> {
     if !request.headers().contains_key(header::HOST) {
         request
             .headers_mut()
             .insert(header::HOST, backend.host.clone());
     }
-    while let Some(idle) = backend.state.take_idle(backend.addr) {
-        let mut sender = idle.sender;
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, sender)),
-            Err(mut error) => match error.take_message() {
-                // The backend had closed this idle connection; nothing went out: try the next.
-                Some(unsent) => request = unsent,
-                None => return Err(UpstreamError::Failed(error.into_error())),
-            },
+    loop {
+        let acquired = if reuse {
+            acquire(backend, deadline).await?
+        } else {
+            Acquired::Fresh(acquire_fresh(backend, deadline).await?)
+        };
+        match acquired {
+            Acquired::Idle(idle) => {
+                let mut sender = idle.sender;
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match tokio::time::timeout_at(deadline, sender.try_send_request(request)).await {
+                    Err(_elapsed) => return Err(UpstreamError::Timeout),
+                    Ok(Ok(response)) => return Ok((response, sender)),
+                    Ok(Err(mut error)) => match error.take_message() {
+                        // The backend had closed this idle connection; nothing went out.
+                        Some(unsent) => request = unsent,
+                        None => {
+                            return Err(UpstreamError::Failed {
+                                error: error.into_error(),
+                                reused: true,
+                            });
+                        }
+                    },
+                }
+            }
+            Acquired::Fresh(slot) => {
+                let timeout = connect_timeout_until(connect_timeout, deadline);
+                let mut sender = connect_upstream(backend.addr, timeout, slot, false)
+                    .await
+                    .map_err(UpstreamError::Connect)?;
+                return match tokio::time::timeout_at(deadline, sender.send_request(request)).await {
+                    Err(_elapsed) => Err(UpstreamError::Timeout),
+                    Ok(Ok(response)) => Ok((response, sender)),
+                    Ok(Err(error)) => Err(UpstreamError::Failed {
+                        error,
+                        reused: false,
+                    }),
+                };
+            }
         }
     }
-    let mut sender = connect_upstream(backend.addr, connect_timeout)
+}
+
+/// Sends an upgrade request to `backend` on a new connection of its own (an upgraded connection
+/// never goes back to the pool), whose slot the caller keeps while a tunnel uses it.
+async fn send_upgrade(
+    backend: &CompiledBackend,
+    connect_timeout: Duration,
+    mut request: Request<UpstreamBody>,
+    deadline: tokio::time::Instant,
+) -> Result<(Response<Incoming>, UpstreamSender, Arc<ConnectionSlot>), UpstreamError> {
+    if !request.headers().contains_key(header::HOST) {
+        request
+            .headers_mut()
+            .insert(header::HOST, backend.host.clone());
+    }
+    let slot = Arc::new(acquire_fresh(backend, deadline).await?);
+    let timeout = connect_timeout_until(connect_timeout, deadline);
+    let mut sender = connect_upstream(backend.addr, timeout, slot.clone(), true)
         .await
         .map_err(UpstreamError::Connect)?;
-    match sender.send_request(request).await {
-        Ok(response) => Ok((response, sender)),
-        Err(error) => Err(UpstreamError::Failed(error)),
+    match tokio::time::timeout_at(deadline, sender.send_request(request)).await {
+        Err(_elapsed) => Err(UpstreamError::Timeout),
+        Ok(Ok(response)) => Ok((response, sender, slot)),
+        Ok(Err(error)) => Err(UpstreamError::Failed {
+            error,
+            reused: false,
+        }),
     }
+}
+
+/// Whether `error` says the connection went away (closed or reset) rather than that the
+/// backend answered something unparsable.
+fn is_connection_lost(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// For an HTTP/1.1 upgrade request (`Connection: upgrade` and `Upgrade`), the `Upgrade` value
+/// and the client side of the upgrade, taken out of the request.
+fn take_upgrade(parts: &mut hyper::http::request::Parts) -> Option<(HeaderValue, OnUpgrade)> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = parts.headers.get(header::UPGRADE)?.clone();
+    let wants_upgrade = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !wants_upgrade {
+        return None;
+    }
+    let client_side = parts.extensions.remove::<OnUpgrade>()?;
+    Some((protocol, client_side))
 }
 
 async fn handle(
@@ -776,9 +1043,16 @@ async fn handle(
         started,
         status: 0,
         error: None,
+        weighted,
     };
 
     let (mut parts, body) = request.into_parts();
+    // Upgrade headers are hop-by-hop, but an upgrade passes them on to the backend.
+    let upgrade = if parts.headers.contains_key(header::UPGRADE) {
+        take_upgrade(&mut parts)
+    } else {
+        None
+    };
     strip_hop_by_hop(&mut parts.headers);
     if let Some(ip) = client_ip {
         match parts.headers.get(&X_FORWARDED_FOR) {
@@ -812,11 +1086,25 @@ async fn handle(
     }
     parts.version = Version::HTTP_11;
 
+    if let Some((protocol, client_side)) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+        parts.headers.insert(header::UPGRADE, protocol);
+        return forward_upgrade(
+            &shared,
+            guard,
+            Request::from_parts(parts, body),
+            client_side,
+        )
+        .await;
+    }
+
     let request_had_body = !body.is_end_stream();
-    let retriable = is_idempotent(&parts.method)
-        && !request_had_body
-        && guard.table.versions[version].backends.len() > 1;
-    let template = retriable.then(|| {
+    // Retry-safe: it may be sent again when it never reached a backend, or when a reused pooled
+    // connection was lost under it before response headers came back.
+    let retry_safe = is_idempotent(&parts.method) && !request_had_body;
+    let template = retry_safe.then(|| {
         (
             parts.method.clone(),
             parts.uri.clone(),
@@ -826,10 +1114,12 @@ async fn handle(
     let mut first = Some((parts, body));
     let mut tried = 0u64;
     let mut retries = 0;
+    let mut stale_retried = false;
+    let mut reuse = true;
     loop {
         let upstream_request = match (first.take(), &template) {
             (Some((parts, body)), _) => {
-                let body = if retriable {
+                let body = if retry_safe {
                     Either::Right(Empty::new())
                 } else {
                     Either::Left(body)
@@ -843,48 +1133,27 @@ async fn handle(
                 *request.headers_mut() = headers.clone();
                 request
             }
-            // Only retriable requests loop, and they keep a template.
-            (None, None) => {
-                guard.status = StatusCode::BAD_GATEWAY.as_u16();
-                guard.error = Some(ErrorKind::Connect);
-                return proxy_error_response_unrecorded(ErrorKind::Connect);
-            }
+            // Only retry-safe requests loop, and they keep a template.
+            (None, None) => return guard.fail(ErrorKind::Connect),
         };
         let target = guard.backend();
-        let outcome = tokio::time::timeout(
-            shared.upstream_timeout,
-            send_upstream(target, shared.connect_timeout, upstream_request),
+        let deadline = tokio::time::Instant::now() + shared.upstream_timeout;
+        let outcome = send_upstream(
+            target,
+            shared.connect_timeout,
+            upstream_request,
+            deadline,
+            reuse,
         )
         .await;
+        reuse = true;
         let kind = match outcome {
-            Ok(Ok((response, sender))) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                if weighted && let Some(cookie) = guard.table.sticky_cookie() {
-                    let value = format!(
-                        "{cookie}={}; Path=/; HttpOnly; SameSite=Lax",
-                        guard.table.versions[version].name
-                    );
-                    if let Ok(value) = HeaderValue::try_from(value) {
-                        parts.headers.append(header::SET_COOKIE, value);
-                    }
-                }
-                guard.status = parts.status.as_u16();
-                let lease = Lease {
-                    sender,
-                    request_had_body,
-                };
-                return Response::from_parts(
-                    parts,
-                    Either::Left(GuardedBody {
-                        inner: body,
-                        guard,
-                        lease: Some(lease),
-                    }),
-                );
+            Ok((response, sender)) => {
+                return relay_response(guard, response, sender, request_had_body);
             }
-            Err(_elapsed) => ErrorKind::Timeout,
-            Ok(Err(UpstreamError::Connect(error))) => {
+            Err(UpstreamError::Timeout) => ErrorKind::Timeout,
+            Err(UpstreamError::Busy) => ErrorKind::Busy,
+            Err(UpstreamError::Connect(error)) => {
                 guard.backend_state().eject(shared.epoch);
                 tracing::warn!(
                     backend = %guard.backend_state().id, %error,
@@ -901,15 +1170,173 @@ async fn handle(
                 }
                 ErrorKind::Connect
             }
-            Ok(Err(UpstreamError::Failed(error))) => {
+            Err(UpstreamError::Failed { error, reused }) => {
+                if reused && template.is_some() && !stale_retried && is_connection_lost(&error) {
+                    tracing::debug!(
+                        backend = %guard.backend_state().id, %error,
+                        "pooled connection lost under the request; retrying on a fresh one"
+                    );
+                    stale_retried = true;
+                    reuse = false;
+                    continue;
+                }
                 tracing::debug!(backend = %guard.backend_state().id, %error, "upstream request failed");
                 ErrorKind::Upstream
             }
         };
-        let response = proxy_error_response_unrecorded(kind);
-        guard.status = response.status().as_u16();
-        guard.error = Some(kind);
-        return response;
+        return guard.fail(kind);
+    }
+}
+
+/// Relays a backend's response (not a 101) with the request's guard and connection lease.
+fn relay_response(
+    mut guard: RequestGuard,
+    response: Response<Incoming>,
+    sender: UpstreamSender,
+    request_had_body: bool,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    guard.add_sticky_cookie(&mut parts.headers);
+    guard.status = parts.status.as_u16();
+    let lease = Lease {
+        sender,
+        request_had_body,
+    };
+    Response::from_parts(
+        parts,
+        Either::Left(GuardedBody {
+            inner: body,
+            guard,
+            lease: Some(lease),
+            finished: false,
+        }),
+    )
+}
+
+/// Forwards an upgrade request; on `101 Switching Protocols` opens the tunnel. Never retried.
+async fn forward_upgrade(
+    shared: &Arc<Shared>,
+    mut guard: RequestGuard,
+    request: Request<Incoming>,
+    client_side: OnUpgrade,
+) -> Response<ResponseBody> {
+    let request_had_body = !request.body().is_end_stream();
+    let request = request.map(Either::Left);
+    let deadline = tokio::time::Instant::now() + shared.upstream_timeout;
+    let outcome = send_upgrade(guard.backend(), shared.connect_timeout, request, deadline).await;
+    let kind = match outcome {
+        Ok((response, sender, _slot)) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+            // Refused: an ordinary answer on an ordinary connection.
+            return relay_response(guard, response, sender, request_had_body);
+        }
+        Ok((mut response, sender, slot)) => {
+            let backend_side = hyper::upgrade::on(&mut response);
+            let (mut parts, _empty) = response.into_parts();
+            let protocol = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+            if let Some(protocol) = protocol {
+                parts.headers.insert(header::UPGRADE, protocol);
+            }
+            guard.add_sticky_cookie(&mut parts.headers);
+            guard.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+            let tunnel = Tunnel::open(shared.clone(), guard.backend_state_arc());
+            tokio::spawn(tunnel.run(client_side, backend_side, sender, slot));
+            // Recorded now: one request, status 101, latency up to the switch.
+            drop(guard);
+            return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+        }
+        Err(UpstreamError::Timeout) => ErrorKind::Timeout,
+        Err(UpstreamError::Busy) => ErrorKind::Busy,
+        Err(UpstreamError::Connect(error)) => {
+            guard.backend_state().eject(shared.epoch);
+            tracing::warn!(
+                backend = %guard.backend_state().id, %error,
+                "backend refused the connection; ejected for a while"
+            );
+            ErrorKind::Connect
+        }
+        Err(UpstreamError::Failed { error, .. }) => {
+            tracing::debug!(backend = %guard.backend_state().id, %error, "upgrade request failed");
+            ErrorKind::Upstream
+        }
+    };
+    guard.fail(kind)
+}
+
+/// An upgraded connection relayed between a client and a backend. Counts as in flight on the
+/// backend while it lives.
+struct Tunnel {
+    shared: Arc<Shared>,
+    state: Arc<BackendState>,
+    /// The backend's tunnel generation when the tunnel opened; raised: close.
+    generation: u64,
+}
+
+impl Tunnel {
+    fn open(shared: Arc<Shared>, state: Arc<BackendState>) -> Tunnel {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let generation = state.tunnel_generation();
+        Tunnel {
+            shared,
+            state,
+            generation,
+        }
+    }
+
+    /// Waits for both sides to switch protocols, then copies bytes both ways until either side
+    /// closes, the backend's drain times out or the proxy stops.
+    async fn run(
+        self,
+        client_side: OnUpgrade,
+        backend_side: OnUpgrade,
+        sender: UpstreamSender,
+        slot: Arc<ConnectionSlot>,
+    ) {
+        let backend_closing = self.state.tunnels_closing.notified();
+        let proxy_closing = self.shared.tunnels_closing.notified();
+        tokio::pin!(backend_closing, proxy_closing);
+        backend_closing.as_mut().enable();
+        proxy_closing.as_mut().enable();
+        if self.state.tunnel_generation() != self.generation
+            || self.shared.closing_tunnels.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let relay = async {
+            let (client, backend) = tokio::join!(client_side, backend_side);
+            let (client, backend) = match (client, backend) {
+                (Ok(client), Ok(backend)) => (client, backend),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::debug!(%error, "upgrade did not complete");
+                    return;
+                }
+            };
+            // The backend side is upgraded: the sender has no further use.
+            drop(sender);
+            let mut client = TokioIo::new(client);
+            let mut backend = TokioIo::new(backend);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                tracing::debug!(%error, "tunnel ended with an error");
+            }
+        };
+        tokio::select! {
+            () = relay => {}
+            () = backend_closing => {
+                tracing::info!(backend = %self.state.id, "closing an upgraded tunnel: the backend's drain timed out");
+            }
+            () = proxy_closing => {}
+        }
+        drop(slot);
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -922,6 +1349,11 @@ fn proxy_error_response_unrecorded(kind: ErrorKind) -> Response<ResponseBody> {
         ErrorKind::Timeout => (
             StatusCode::GATEWAY_TIMEOUT,
             "the backend did not answer in time\n",
+        ),
+        ErrorKind::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the backend is at its connection limit (max-connections) and no connection came \
+             free in time\n",
         ),
     };
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(

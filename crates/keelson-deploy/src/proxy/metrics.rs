@@ -35,9 +35,11 @@ pub(crate) enum ErrorKind {
     Upstream = 2,
     /// No response headers within the upstream timeout (504).
     Timeout = 3,
+    /// Every connection the backend's cap allows stayed busy for the upstream timeout (503).
+    Busy = 4,
 }
 
-const ERROR_KINDS: [&str; 4] = ["no_backend", "connect", "upstream", "timeout"];
+const ERROR_KINDS: [&str; 5] = ["no_backend", "connect", "upstream", "timeout", "busy"];
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Window shards per version (threads beyond this share shards).
@@ -98,7 +100,7 @@ fn merge_shards(shards: Vec<WindowState>) -> (u64, u64, u64, Vec<f64>) {
 #[derive(Debug)]
 pub(crate) struct VersionMetrics {
     requests: [AtomicU64; 5],
-    errors: [AtomicU64; 4],
+    errors: [AtomicU64; ERROR_KINDS.len()],
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
     pub(crate) in_flight: AtomicI64,

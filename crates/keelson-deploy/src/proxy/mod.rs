@@ -10,8 +10,15 @@
 //! Invariants:
 //! - A request only ever goes to a backend listed in the table that was current when the request
 //!   arrived; a request already in flight on a backend that leaves the table runs to completion.
-//! - A request is retried (at most twice, on another backend) only when it is idempotent, has no
-//!   body and never reached a backend (connection refused or timed out). Never after bytes went out.
+//! - A request is retried only when it is idempotent and has no body: at most twice on another
+//!   backend when it never reached one (connection refused or timed out), and once on a fresh
+//!   connection to the same backend when a reused keep-alive connection was lost under it before
+//!   response headers came back. Any other request that went out is never re-sent; upgrade
+//!   requests never are.
+//! - No backend has more upstream connections open (idle, in use, tunnels) than its version's
+//!   [`RouteTable::max_connections`] allows; unset, there is no cap.
+//! - An upgraded tunnel counts as in flight on its backend until it ends; a drain that times out
+//!   closes the backend's tunnels, and so does stopping the proxy.
 //! - Bodies are streamed both ways, never buffered whole.
 //! - With a [`Fallback`] set, the proxy needs its lease renewed; when it lapses the proxy routes
 //!   everything to the fallback version on its own (dead man's switch) until the next
@@ -98,6 +105,12 @@ pub struct RouteTable {
     /// lease is not renewed within `lease`, the proxy itself falls back to routing everything
     /// (incl. rules/sticky) to `version` and records that it did. None: no lease.
     pub fallback: Option<Fallback>,
+    /// Cap of concurrent upstream connections (in use + idle keep-alive + upgraded tunnels) to
+    /// each backend of a version, by version name (the service's `max-connections`). A request
+    /// finding its backend at the cap waits for a connection to come back, up to the upstream
+    /// timeout, then gets 503. Versions not listed: no cap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_connections: BTreeMap<String, u32>,
 }
 
 /// What [`ProxyControl::drain`] saw.
@@ -116,8 +129,13 @@ pub struct ProxyStatus {
     pub routes: RouteTable,
     /// Whether the lease lapsed and the proxy routes everything to the fallback version.
     pub fell_back: bool,
-    /// Requests in flight per backend id (backends of the table, and removed ones still busy).
+    /// Requests in flight per backend id (backends of the table, and removed ones still busy),
+    /// open upgraded tunnels included.
     pub in_flight: BTreeMap<String, u64>,
+    /// Upstream connections open per backend id (in use, idle keep-alive and tunnels), same
+    /// backends as `in_flight`.
+    #[serde(default)]
+    pub upstream_connections: BTreeMap<String, u64>,
     /// The main listener.
     pub listen: SocketAddr,
     /// The preview listener, if any.

@@ -6,6 +6,11 @@
 //! per version, skipping passively ejected ones unless all of them are ejected; a backend's idle
 //! upstream connections live in its [`BackendState`], so they survive route table swaps but only
 //! serve the address they were opened to.
+//!
+//! Every upstream connection to a backend (idle, in use, or carrying an upgraded tunnel) holds one
+//! [`ConnectionSlot`] of its [`BackendState`] until it closes, so `open_connections` is exact. With
+//! a cap set, no slot is handed out beyond it, and a connection given back while the backend is
+//! over its cap is closed instead of parked.
 
 use std::cell::Cell;
 use std::collections::{HashSet, VecDeque};
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 use hyper::HeaderMap;
 use hyper::header::{COOKIE, HeaderName, HeaderValue};
 use keelson_pipeline::deploy::RouteRule;
+use tokio::sync::Notify;
 
 use super::forward::IdleUpstream;
 use super::metrics::VersionMetrics;
@@ -33,11 +39,38 @@ const MAX_IDLE_PER_BACKEND: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct BackendState {
     pub(crate) id: String,
+    /// Requests in flight plus open upgraded tunnels (what [`super::ProxyControl::drain`] waits
+    /// for).
     pub(crate) in_flight: AtomicU64,
     /// Nanoseconds since the proxy's epoch until which the backend is skipped (0: not ejected).
     ejected_until: AtomicU64,
     /// Idle upstream connections, oldest first (taken from the back: the warmest one).
     idle: Mutex<VecDeque<IdleUpstream>>,
+    /// Upstream connections open to the backend: idle, in use and tunnels.
+    open_connections: AtomicUsize,
+    /// Cap of `open_connections`; 0: none.
+    max_connections: AtomicUsize,
+    /// Requests waiting for a connection at the cap.
+    waiters: AtomicUsize,
+    /// Signalled when a connection is parked or closes while requests wait.
+    connection_freed: Notify,
+    /// Raised (and `tunnels_closing` signalled) to close the backend's upgraded tunnels.
+    tunnel_generation: AtomicU64,
+    pub(crate) tunnels_closing: Notify,
+}
+
+/// One open upstream connection counted against its backend; given back when dropped (the
+/// connection closed, or an upgraded tunnel over it ended).
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    state: Arc<BackendState>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.state.open_connections.fetch_sub(1, Ordering::SeqCst);
+        self.state.wake_a_waiter();
+    }
 }
 
 impl BackendState {
@@ -47,7 +80,79 @@ impl BackendState {
             in_flight: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
             idle: Mutex::new(VecDeque::new()),
+            open_connections: AtomicUsize::new(0),
+            max_connections: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            connection_freed: Notify::new(),
+            tunnel_generation: AtomicU64::new(0),
+            tunnels_closing: Notify::new(),
         }
+    }
+
+    /// Sets the cap of open upstream connections (None: no cap) and closes idle connections
+    /// beyond it.
+    pub(crate) fn set_max_connections(&self, max: Option<u32>) {
+        let max = max.map_or(0, |m| m as usize);
+        self.max_connections.store(max, Ordering::SeqCst);
+        if max == 0 {
+            return;
+        }
+        let excess = self
+            .open_connections
+            .load(Ordering::SeqCst)
+            .saturating_sub(max);
+        let closed: Vec<IdleUpstream> = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = excess.min(idle.len());
+            idle.drain(..n).collect()
+        };
+        // Dropping them closes them; their slots come back as their connection tasks end.
+        drop(closed);
+    }
+
+    /// Upstream connections open to the backend right now.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// A slot for a new connection, unless the backend is at its cap.
+    pub(crate) fn try_reserve(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.max_connections.load(Ordering::Relaxed);
+        if max == 0 {
+            self.open_connections.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.open_connections
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                    (open < max).then_some(open + 1)
+                })
+                .ok()?;
+        }
+        Some(ConnectionSlot {
+            state: self.clone(),
+        })
+    }
+
+    /// Registers a request waiting for a connection; the guard unregisters it.
+    pub(crate) fn wait_guard(&self) -> WaiterGuard<'_> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        WaiterGuard { state: self }
+    }
+
+    fn wake_a_waiter(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.connection_freed.notify_one();
+        }
+    }
+
+    /// The current tunnel generation: a tunnel opened under it closes once it is raised.
+    pub(crate) fn tunnel_generation(&self) -> u64 {
+        self.tunnel_generation.load(Ordering::SeqCst)
+    }
+
+    /// Closes the backend's open upgraded tunnels.
+    pub(crate) fn close_tunnels(&self) {
+        self.tunnel_generation.fetch_add(1, Ordering::SeqCst);
+        self.tunnels_closing.notify_waiters();
     }
 
     /// The most recently parked idle connection to `addr` that is still open and fresh, if any.
@@ -61,20 +166,46 @@ impl BackendState {
         None
     }
 
-    /// Parks an upstream connection for reuse; drops expired ones and the oldest beyond the cap.
+    /// Parks an upstream connection for reuse; drops expired ones and the oldest beyond the
+    /// idle limit, and closes `connection` instead when the backend is over its cap.
     pub(crate) fn put_idle(&self, connection: IdleUpstream) {
         if connection.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while idle
-            .front()
-            .is_some_and(|oldest| oldest.idle_for() > UPSTREAM_IDLE_TIMEOUT)
-            || idle.len() >= MAX_IDLE_PER_BACKEND
-        {
-            idle.pop_front();
+        let max = self.max_connections.load(Ordering::Relaxed);
+        if max != 0 && self.open_connections.load(Ordering::Relaxed) > max {
+            return;
         }
-        idle.push_back(connection);
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            while idle
+                .front()
+                .is_some_and(|oldest| oldest.idle_for() > UPSTREAM_IDLE_TIMEOUT)
+                || idle.len() >= MAX_IDLE_PER_BACKEND
+            {
+                idle.pop_front();
+            }
+            idle.push_back(connection);
+        }
+        if max != 0 {
+            self.wake_a_waiter();
+        }
+    }
+
+    /// Waits until a connection is parked or closes (see [`BackendState::wait_guard`]); the
+    /// caller enables the returned future before checking again, so no signal is missed.
+    pub(crate) fn connection_freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.connection_freed.notified()
+    }
+
+    /// Closes one idle connection (to make room under the cap for a fresh one); false if none.
+    pub(crate) fn close_one_idle(&self) -> bool {
+        let closed = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        closed.is_some()
     }
 
     pub(crate) fn eject(&self, epoch: Instant) {
@@ -84,6 +215,17 @@ impl BackendState {
 
     fn is_ejected(&self, now_nanos: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now_nanos
+    }
+}
+
+/// Unregisters a waiting request when dropped.
+pub(crate) struct WaiterGuard<'a> {
+    state: &'a BackendState,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.state.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -106,6 +248,8 @@ pub(crate) struct CompiledVersion {
     pub(crate) weight: u64,
     pub(crate) backends: Vec<CompiledBackend>,
     pub(crate) metrics: Arc<VersionMetrics>,
+    /// Cap of upstream connections per backend of the version, if any.
+    pub(crate) max_connections: Option<u32>,
     next: AtomicUsize,
 }
 
@@ -202,6 +346,7 @@ impl CompiledTable {
                 weight: u64::from(version.weight),
                 backends,
                 metrics: metrics_for(&version.version),
+                max_connections: table.max_connections.get(&version.version).copied(),
                 next: AtomicUsize::new(0),
             });
         }
@@ -216,6 +361,14 @@ impl CompiledTable {
                     ))
                 })
         };
+        for (name, max) in &table.max_connections {
+            index_of(name, "max_connections")?;
+            if *max == 0 {
+                return invalid(format!(
+                    "max_connections of version {name:?} must be at least 1"
+                ));
+            }
+        }
         let mut rules = Vec::with_capacity(table.rules.len());
         for rule in &table.rules {
             let version = index_of(&rule.version, "a rule")?;

@@ -198,9 +198,51 @@ fn each_job_requires_its_own_labels() {
         "jobs:\n  plain: {runs-on: [linux], steps: [{run: a}]}\n  \
          boxed: {image: alpine, runs-on: [gpu], steps: [{run: b}]}\n",
     );
-    assert_eq!(pipeline.jobs["plain"].required_labels(), ["linux"]);
-    assert!(!pipeline.jobs["plain"].needs_docker());
-    assert_eq!(pipeline.jobs["boxed"].required_labels(), ["docker", "gpu"]);
+    assert_eq!(pipeline.jobs["plain"].required_labels(None), ["linux"]);
+    assert!(!pipeline.jobs["plain"].needs_docker(None));
+    assert_eq!(
+        pipeline.jobs["boxed"].required_labels(None),
+        ["docker", "gpu"]
+    );
+}
+
+/// A pipeline with an image service `web` in environment `boxes` (`target: docker`), a command
+/// service `tool` in `hosts` (`target: process`), and `jobs`.
+fn with_deploy_targets(jobs: &str) -> Pipeline {
+    pipeline(&format!(
+        "jobs:\n{jobs}\n\
+         deploy:\n  \
+           services:\n    \
+             web: {{image: 'hello:1', port: 8080}}\n    \
+             tool: {{command: [./tool]}}\n  \
+           environments:\n    \
+             boxes: {{target: docker, services: {{web: {{listen: '127.0.0.1:8081'}}}}}}\n    \
+             hosts: {{target: process, services: {{tool: {{listen: '127.0.0.1:8082'}}}}}}\n"
+    ))
+}
+
+// Regression: a deploy job's Docker need was read from the job alone, which does not know its
+// environment's target, so the server leased docker-target deploys to agents without Docker.
+#[test]
+fn deploy_jobs_to_a_docker_target_require_the_docker_label() {
+    let pipeline = with_deploy_targets(
+        "  ship: {runs-on: [linux], deploy: {environment: boxes}}\n  \
+           local: {runs-on: [linux], deploy: {environment: hosts}}",
+    );
+    let deploy = pipeline.deploy.as_ref();
+    assert!(pipeline.jobs["ship"].needs_docker(deploy));
+    assert_eq!(
+        pipeline.jobs["ship"].required_labels(deploy),
+        ["docker", "linux"]
+    );
+    assert!(!pipeline.jobs["local"].needs_docker(deploy));
+    assert_eq!(pipeline.jobs["local"].required_labels(deploy), ["linux"]);
+    // Without the `deploy:` block the job cannot know; the pipeline always passes its own.
+    assert!(!pipeline.jobs["ship"].needs_docker(None));
+    assert_eq!(pipeline.required_labels(), ["docker", "linux"]);
+
+    let process_only = with_deploy_targets("  local: {deploy: {environment: hosts}}");
+    assert_eq!(process_only.required_labels(), Vec::<String>::new());
 }
 
 #[test]
