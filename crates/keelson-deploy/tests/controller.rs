@@ -1,8 +1,9 @@
 //! The deployment controller end to end: every strategy against real `hello-service` processes
 //! (built once from `examples/hello-service`), the in-process proxy on loopback ports, and load
 //! from concurrent keep-alive clients that count every failed request and which version answered
-//! it. The docker test runs the same against the real Docker Engine with a busybox image built
-//! `FROM scratch`; it skips (saying why) when the engine is unreachable, unless `CI` is set.
+//! it. The docker tests run every strategy but the analysis-driven ones (rolling, canary,
+//! recreate, blue-green, A/B) against the real Docker Engine with a busybox image built
+//! `FROM scratch`; they skip (saying why) when the engine is unreachable, unless `CI` is set.
 //!
 //! Every test has its own state directory, ports and project directory, and stops every replica
 //! it started (also when it fails).
@@ -93,6 +94,7 @@ fn hello_service(replicas: u32, extra_env: &[(&str, &str)]) -> ServiceSpec {
         },
         replicas,
         port: None,
+        max_connections: None,
         env,
         secrets: Vec::new(),
         readiness: Some(readiness()),
@@ -1519,32 +1521,77 @@ fn docker_service(replicas: u32) -> ServiceSpec {
     }
 }
 
+/// A request to deploy the busybox image with `replicas` containers to `environment`, whose
+/// target is `docker`, on the harness's addresses.
+///
+/// Container names carry a hash of the controller's state directory, so harnesses running at
+/// once cannot replace each other's containers; each docker test still deploys to an environment
+/// of its own so that its containers are easy to tell apart in `docker ps`.
+fn docker_request(
+    h: &Harness,
+    environment_name: &str,
+    replicas: u32,
+    strategy: Option<Strategy>,
+) -> DeployRequest {
+    let mut env = environment(environment_name, &h.listen, Some(&h.preview));
+    env.target = TargetKind::Docker;
+    DeployRequest {
+        environment: environment_name.into(),
+        service: SERVICE.into(),
+        config: config(docker_service(replicas), vec![env]),
+        source: Source::Image {
+            reference: DOCKER_IMAGE.into(),
+        },
+        commit: None,
+        branch: None,
+        requested_by: "controller-test".into(),
+        strategy,
+    }
+}
+
+/// Asserts that every container of `ids` is gone from the engine (removed, not only stopped)
+/// within 15 s.
+async fn assert_containers_removed(ids: &[String]) {
+    let docker = keelson_engine::executor::docker::connect_engine()
+        .await
+        .expect("connecting to the engine");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut present = Vec::new();
+        for id in ids {
+            match docker.inspect_container(id, None).await {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(err) => panic!("inspecting container {id}: {err}"),
+                Ok(_) => present.push(id.clone()),
+            }
+        }
+        if present.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers still exist: {present:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn docker_rolling_and_canary_lose_no_request() {
+    const ENV: &str = "docker-rolling";
     if !docker_ready().await {
         return;
     }
     with_harness(|h| async move {
-        let mut env = h.env();
-        env.target = TargetKind::Docker;
-        let request = |strategy: Option<Strategy>| DeployRequest {
-            environment: "test".into(),
-            service: SERVICE.into(),
-            config: config(docker_service(2), vec![env.clone()]),
-            source: Source::Image {
-                reference: DOCKER_IMAGE.into(),
-            },
-            commit: None,
-            branch: None,
-            requested_by: "controller-test".into(),
-            strategy,
-        };
+        let request = |strategy: Option<Strategy>| docker_request(&h, ENV, 2, strategy);
         let started = Instant::now();
         h.deploy_ok(request(None)).await;
         println!("docker first deploy: {:.1?}", started.elapsed());
         assert_only(&h.listen, "r1", 20).await;
 
-        let first_containers = containers(h.status("test").await.stable.as_ref().unwrap());
+        let first_containers = containers(h.status(ENV).await.stable.as_ref().unwrap());
         assert_eq!(first_containers.len(), 2);
         let load = Load::start(&h.listen, 4);
         let started = Instant::now();
@@ -1568,15 +1615,12 @@ async fn docker_rolling_and_canary_lose_no_request() {
             })))
             .await
             .expect("deploy");
-        h.until_paused("test").await;
+        h.until_paused(ENV).await;
         let split = burst(&h.listen, 200, 2, &[]).await;
         println!("docker canary at 50 %: {:?}", split.versions);
         assert!(split.count("r2") > 0 && split.count("r3") > 0, "{split:?}");
-        h.controller
-            .promote("test", SERVICE)
-            .await
-            .expect("promote");
-        let done = h.wait("test", canary.revision).await;
+        h.controller.promote(ENV, SERVICE).await.expect("promote");
+        let done = h.wait(ENV, canary.revision).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let tally = load.finish("docker canary r2 -> r3").await;
         assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
@@ -1586,7 +1630,7 @@ async fn docker_rolling_and_canary_lose_no_request() {
             "failed requests during the docker canary"
         );
         assert_only(&h.listen, "r3", 20).await;
-        let status = h.status("test").await;
+        let status = h.status(ENV).await;
         let stable = status.stable.as_ref().unwrap();
         assert_eq!(stable.version, "r3");
         assert_eq!(stable.replicas.len(), 2);
@@ -1602,6 +1646,186 @@ async fn docker_rolling_and_canary_lose_no_request() {
                 .unwrap_or(false);
             assert!(!running, "r1 container {id} still runs");
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_recreate_replaces_the_containers() {
+    const ENV: &str = "docker-recreate";
+    if !docker_ready().await {
+        return;
+    }
+    with_harness(|h| async move {
+        let test_started = Instant::now();
+        h.deploy_ok(docker_request(&h, ENV, 1, None)).await;
+        let old = containers(h.status(ENV).await.stable.as_ref().unwrap());
+        assert_eq!(old.len(), 1);
+        assert_only(&h.listen, "r1", 10).await;
+
+        let started = Instant::now();
+        let done = h
+            .deploy_ok(docker_request(&h, ENV, 1, Some(Strategy::Recreate)))
+            .await;
+        println!("docker recreate: {:.1?}", started.elapsed());
+        assert_eq!(done.version, "r2");
+        assert_only(&h.listen, "r2", 20).await;
+        let status = h.status(ENV).await;
+        let new = containers(status.stable.as_ref().unwrap());
+        assert_eq!(new.len(), 1);
+        assert!(!new.contains(&old[0]), "recreate kept container {}", old[0]);
+        assert_containers_removed(&old).await;
+        println!("docker recreate test: {:.1?}", test_started.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_blue_green_previews_then_switches_on_promote() {
+    const ENV: &str = "docker-blue-green";
+    if !docker_ready().await {
+        return;
+    }
+    with_harness(|h| async move {
+        let test_started = Instant::now();
+        h.deploy_ok(docker_request(&h, ENV, 2, None)).await;
+        let old = containers(h.status(ENV).await.stable.as_ref().unwrap());
+        assert_eq!(old.len(), 2);
+
+        let load = Load::start(&h.listen, 2);
+        let started = h
+            .controller
+            .deploy(docker_request(
+                &h,
+                ENV,
+                2,
+                Some(Strategy::BlueGreen {
+                    auto_promote: false,
+                }),
+            ))
+            .await
+            .expect("deploy");
+        let status = h.until_paused(ENV).await;
+        let rollout = status.rollout.as_ref().unwrap();
+        assert_eq!(rollout.new.version, "r2");
+        assert_eq!(
+            rollout.new.replicas.iter().filter(|r| r.ready).count(),
+            2,
+            "the whole new set runs before the switch"
+        );
+        let new = containers(&rollout.new);
+        assert_eq!(new.len(), 2);
+        // Before the switch: the new version only on the preview, the old one on the main
+        // address, and no old container touched.
+        assert_only(&h.preview, "r2", 20).await;
+        assert_only(&h.listen, "r1", 20).await;
+        let still = containers(status.stable.as_ref().unwrap());
+        assert_eq!(
+            still, old,
+            "blue-green replaced old containers before the switch"
+        );
+
+        let switch = Instant::now();
+        h.controller.promote(ENV, SERVICE).await.expect("promote");
+        let done = h.wait(ENV, started.revision).await;
+        println!(
+            "docker blue-green promote to the end: {:.1?}",
+            switch.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let tally = load.finish("docker blue-green r1 -> r2").await;
+        assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+        assert!(done.events.iter().any(|e| e.message == "promoted"));
+        assert_eq!(tally.failed(), 0, "failed requests during the switch");
+        assert!(tally.count("r1") > 0 && tally.count("r2") > 0, "{tally:?}");
+        assert_only(&h.listen, "r2", 20).await;
+        let status = h.status(ENV).await;
+        let stable = status.stable.as_ref().unwrap();
+        assert_eq!(stable.version, "r2");
+        assert_eq!(
+            containers(stable),
+            new,
+            "the previewed containers serve after the switch"
+        );
+        assert_containers_removed(&old).await;
+        println!("docker blue-green test: {:.1?}", test_started.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_ab_test_routes_by_header_and_sticks_by_cookie() {
+    const ENV: &str = "docker-ab";
+    if !docker_ready().await {
+        return;
+    }
+    with_harness(|h| async move {
+        let test_started = Instant::now();
+        h.deploy_ok(docker_request(&h, ENV, 1, None)).await;
+        let old = containers(h.status(ENV).await.stable.as_ref().unwrap());
+        let started = h
+            .controller
+            .deploy(docker_request(
+                &h,
+                ENV,
+                1,
+                Some(Strategy::AbTest {
+                    rules: vec![RouteRule::Header {
+                        name: "X-Variant".into(),
+                        value: "b".into(),
+                    }],
+                    weight: 50,
+                    analysis: None,
+                }),
+            ))
+            .await
+            .expect("deploy");
+        h.until_paused(ENV).await;
+
+        // The header always picks the new version, whatever the weight would say.
+        let with_header = burst(&h.listen, 30, 2, &[("X-Variant", "b")]).await;
+        assert_eq!(with_header.count("r2"), 30, "{:?}", with_header.samples);
+
+        // Other clients: half of them on r2, each one sticky by its cookie.
+        let mut clients_by_version: BTreeMap<String, u32> = BTreeMap::new();
+        for client_number in 0..12 {
+            let client = http_client();
+            let mut cookie: Option<String> = None;
+            let mut seen = Vec::new();
+            for _ in 0..8 {
+                let headers: Vec<(&str, &str)> = cookie
+                    .as_deref()
+                    .map(|c| vec![("Cookie", c)])
+                    .unwrap_or_default();
+                let answer = get(&client, &h.listen, &headers).await.expect("GET");
+                assert_eq!(answer.status, 200, "{}", answer.body);
+                if let Some(set) = answer.set_cookie.first() {
+                    cookie = set.split(';').next().map(str::to_string);
+                }
+                seen.push(answer.version().expect("a hello body"));
+            }
+            assert!(
+                cookie.is_some(),
+                "client {client_number} never got a cookie"
+            );
+            assert!(
+                seen.iter().all(|v| *v == seen[0]),
+                "client {client_number} switched versions: {seen:?} (cookie {cookie:?})"
+            );
+            *clients_by_version.entry(seen[0].clone()).or_default() += 1;
+        }
+        println!("docker a/b at 50 %: clients by version {clients_by_version:?}");
+        assert!(
+            clients_by_version.contains_key("r1") && clients_by_version.contains_key("r2"),
+            "12 clients at 50 % all on one version: {clients_by_version:?}"
+        );
+
+        h.controller.promote(ENV, SERVICE).await.expect("promote");
+        let done = h.wait(ENV, started.revision).await;
+        assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+        assert_only(&h.listen, "r2", 20).await;
+        assert_containers_removed(&old).await;
+        println!("docker a/b test: {:.1?}", test_started.elapsed());
     })
     .await;
 }

@@ -145,7 +145,15 @@ async fn container_replica_starts_probes_execs_and_stops() {
     let state = wait_for(&mut rx, "ready", |s| s.ready).await;
     let record = state.record.clone().unwrap();
     let (id, name) = container_of(&record);
-    assert_eq!(name, "keelson-dtest-web-r2-1");
+    // keelson-<12 hex digits of the state directory's hash>-<replica id>
+    let owner = name
+        .strip_prefix("keelson-")
+        .and_then(|rest| rest.strip_suffix("-dtest-web-r2-1"))
+        .unwrap_or_else(|| panic!("container name {name}"));
+    assert!(
+        owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{name}"
+    );
     assert_eq!(record.addr.ip().to_string(), "127.0.0.1");
     assert_ne!(record.addr.port(), 0);
     assert_eq!(

@@ -5,8 +5,10 @@
 //!
 //! - **Image.** Only [`RunSpec::Image`]; nothing is pulled (a missing image is
 //!   [`TargetError::ImageMissing`]). `command` replaces the image's command; its entrypoint stays.
-//! - **Container.** Named `keelson-<environment>-<service>-<version>-<index>` (a leftover container
-//!   of that name is removed first), labelled `dev.keelson.deploy.{environment,service,version,
+//! - **Container.** Named `keelson-<owner>-<environment>-<service>-<version>-<index>`, where
+//!   `<owner>` is the first 12 hex digits of the SHA-256 of the replica's state directory, so two
+//!   controllers with different data directories on one Docker Engine never take each other's
+//!   containers (a leftover container of that name — this slot's own — is removed first), labelled `dev.keelson.deploy.{environment,service,version,
 //!   index}`, with the spec's env and secrets (expanded) plus `PORT=<container port>`. Docker keeps
 //!   a container's environment in its configuration, so secrets are visible to whoever can
 //!   `docker inspect` it; Keelson itself never logs or records them.
@@ -24,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -151,7 +154,7 @@ impl DockerTarget {
             }
             Err(e) => return Err(api(format!("inspect image {image}"))(e)),
         }
-        let name = format!("keelson-{id}");
+        let name = container_name(&spec.state_dir, &id);
         // A leftover of an earlier run (crashed, or a controller that died mid-restart).
         let remove = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -529,9 +532,43 @@ impl Target for DockerTarget {
     }
 }
 
+/// `keelson-<owner>-<id>`: `<owner>` (12 hex digits of the SHA-256 of the state directory) keeps
+/// the containers of controllers with different data directories apart on one engine.
+fn container_name(state_dir: &Path, id: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    let owner: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("keelson-{owner}-{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_names_differ_per_state_directory() {
+        let a = container_name(
+            Path::new("/data/a/deploy/slots/prod/web/replicas"),
+            "prod-web-r1-0",
+        );
+        let b = container_name(
+            Path::new("/data/b/deploy/slots/prod/web/replicas"),
+            "prod-web-r1-0",
+        );
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("keelson-") && a.ends_with("-prod-web-r1-0"),
+            "{a}"
+        );
+        assert_eq!(a.len(), "keelson-".len() + 12 + 1 + "prod-web-r1-0".len());
+        assert_eq!(
+            a,
+            container_name(
+                Path::new("/data/a/deploy/slots/prod/web/replicas"),
+                "prod-web-r1-0"
+            )
+        );
+    }
 
     #[test]
     fn docker_signal_names() {

@@ -9,6 +9,12 @@
 //!   (`pgid == pid`) and no signal aimed at the controller's group reaches it. Stdin is
 //!   `/dev/null`; stdout and stderr are appended to `<state_dir>/logs/<id>.log` (directories made
 //!   with mode 0700, the file 0600), after a marker line per start.
+//! - **Log rotation.** The supervisor calls [`rotate_log`] while the replica runs: once the file
+//!   exceeds [`LOG_ROTATE_BYTES`] it is copied to `<id>.log.1` (replacing the previous one) and
+//!   truncated in place ("copytruncate": the replica keeps its append-mode descriptor, so its next
+//!   write lands at the new end). Output written between the copy and the truncation is lost;
+//!   at most the current file and one rotated file exist per replica. [`Target::logs`] reads
+//!   across both.
 //! - **Environment.** Cleared, then `PATH`, `HOME`, `LANG` (from the controller, or defaults), the
 //!   spec's env and secrets (expanded), and `PORT`.
 //! - **Port.** A free loopback port (bind `127.0.0.1:0`, read it, close) unless one to reuse is
@@ -492,16 +498,72 @@ impl Target for ProcessTarget {
             let Some(path) = &record.log_path else {
                 return Ok(Vec::new());
             };
-            match File::open(path) {
-                Ok(file) => tail_lines(file, tail)
-                    .map_err(io_error(&record.id, format!("reading {}", path.display()))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(io_error(&record.id, format!("opening {}", path.display()))(
-                    e,
-                )),
-            }
+            tail_replica_log(path, tail)
+                .map_err(io_error(&record.id, format!("reading {}", path.display())))
         })
     }
+}
+
+/// Size above which a replica's log file is rotated (see the module docs).
+pub const LOG_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The rotated copy of a replica log: `<path>.1`.
+fn rotated_log_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Rotates `path` when it is larger than `max_bytes`: copies it to `<path>.1` (through a
+/// temporary file renamed over the old copy, mode 0600) and truncates it to zero. Returns whether
+/// it rotated; a missing file is not an error (nothing to rotate).
+pub fn rotate_log(path: &Path, max_bytes: u64) -> std::io::Result<bool> {
+    let size = match fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if size <= max_bytes {
+        return Ok(false);
+    }
+    let rotated = rotated_log_path(path);
+    let mut temporary = rotated.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    {
+        let mut from = File::open(path)?;
+        let mut to = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+    }
+    fs::rename(&temporary, &rotated)?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
+/// The last `tail` lines of a replica's log, taken from the rotated copy too when the current
+/// file has fewer.
+fn tail_replica_log(path: &Path, tail: usize) -> std::io::Result<Vec<String>> {
+    let current = match File::open(path) {
+        Ok(file) => tail_lines(file, tail)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if current.len() >= tail {
+        return Ok(current);
+    }
+    let mut lines = match File::open(rotated_log_path(path)) {
+        Ok(file) => tail_lines(file, tail - current.len())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    lines.extend(current);
+    Ok(lines)
 }
 
 /// The last `tail` lines of `file`, reading backwards in blocks (a huge log is not read whole).
@@ -554,6 +616,58 @@ mod tests {
         assert!(start > 0);
         assert!(matches!(state, 'R' | 'S'), "{state}");
         assert_eq!(proc_stat(-5), None);
+    }
+
+    #[test]
+    fn rotation_keeps_one_copy_and_the_writer_appends_after_truncation() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        // The replica's descriptor: append mode, kept open across the rotation.
+        let mut writer = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        for i in 0..100 {
+            writeln!(writer, "first {i}").unwrap();
+        }
+        assert!(!rotate_log(&path, 10_000).unwrap(), "small file stays");
+        assert!(rotate_log(&path, 100).unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        let rotated = fs::read_to_string(dir.path().join("r.log.1")).unwrap();
+        assert!(rotated.starts_with("first 0\n") && rotated.ends_with("first 99\n"));
+        assert_eq!(
+            fs::metadata(dir.path().join("r.log.1"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        writeln!(writer, "second 0").unwrap();
+        writeln!(writer, "second 1").unwrap();
+        // Appended at the new end, not after a hole at the old offset.
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second 0\nsecond 1\n");
+        // The tail reads across the rotated copy and the current file.
+        assert_eq!(
+            tail_replica_log(&path, 3).unwrap(),
+            ["first 99", "second 0", "second 1"]
+        );
+        assert_eq!(tail_replica_log(&path, 1).unwrap(), ["second 1"]);
+        // A second rotation replaces the copy; missing files are fine.
+        for i in 0..50 {
+            writeln!(writer, "third {i}").unwrap();
+        }
+        assert!(rotate_log(&path, 100).unwrap());
+        let rotated = fs::read_to_string(dir.path().join("r.log.1")).unwrap();
+        assert!(rotated.starts_with("second 0\n"), "{rotated}");
+        assert!(!rotate_log(&dir.path().join("missing.log"), 1).unwrap());
+        assert!(
+            tail_replica_log(&dir.path().join("missing.log"), 5)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   (an engine error) keeps the replica as it is. The delay starts at
 //!   `restart.initial`, doubles up to `restart.max`, and goes back to `initial` when the replica
 //!   had run at least `restart.reset_after`. `restarts` counts every restart.
+//! - **Logs.** Every [`LOG_CHECK_INTERVAL`] while running, a replica's log file (process target)
+//!   is rotated when it has grown past [`super::process::LOG_ROTATE_BYTES`].
 //! - **Every change** of the state is published on the watch channel.
 //! - **Ending.** [`Supervised::stop`] ends supervision and stops the replica gracefully (phase
 //!   `Stopped`). [`Supervised::detach`] (and dropping a `Supervised`) ends supervision and leaves
@@ -40,6 +42,8 @@ use crate::health::{self, HealthTracker};
 
 /// How often the target is asked whether the replica still runs.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a running replica's log file is checked for rotation.
+pub const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Interval of the implicit readiness check (TCP) of a replica without a readiness check.
 pub const DEFAULT_READINESS_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -382,9 +386,26 @@ impl Supervisor {
         let mut next_live = liveness.as_ref().map_or(far, |c| now + c.initial_delay);
         let mut next_status = now + STATUS_INTERVAL;
         let mut status_errors: u32 = 0;
+        let mut next_log_check = now + LOG_CHECK_INTERVAL;
         loop {
             tokio::select! {
                 command = self.commands.recv() => return command_end(command),
+                () = sleep_until(next_log_check), if record.log_path.is_some() => {
+                    next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
+                    let Some(path) = record.log_path.clone() else { continue };
+                    let rotated = tokio::task::spawn_blocking(move || {
+                        super::process::rotate_log(&path, super::process::LOG_ROTATE_BYTES)
+                    })
+                    .await;
+                    match rotated {
+                        Ok(Ok(true)) => tracing::info!(replica = %record.id, "log rotated"),
+                        Ok(Ok(false)) => {}
+                        Ok(Err(err)) => {
+                            tracing::warn!(replica = %record.id, %err, "rotating the log failed");
+                        }
+                        Err(err) => tracing::warn!(replica = %record.id, %err, "log rotation task failed"),
+                    }
+                }
                 () = sleep_until(next_status) => {
                     next_status = Instant::now() + STATUS_INTERVAL;
                     match self.target.status(record).await {
