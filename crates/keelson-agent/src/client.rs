@@ -13,8 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use keelson_api::{
-    API_PREFIX, AgentRegistered, ApiError, ArtifactInfo, ArtifactUpload, Completion, Heartbeat,
-    HeartbeatReply, Lease, LeaseRequest, LogAck, LogBatch, Progress, RegisterAgent,
+    API_PREFIX, AgentRegistered, ApiError, ArtifactInfo, ArtifactUpload, Completion,
+    DeploymentReport, Heartbeat, HeartbeatReply, Lease, LeaseRequest, LogAck, LogBatch, Progress,
+    RegisterAgent,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -183,6 +184,12 @@ impl Client {
     /// `POST /agent/jobs/{job}/progress`.
     pub async fn progress(&self, job_id: i64, body: &Progress) -> Result<(), CallError> {
         let path = format!("/agent/jobs/{job_id}/progress");
+        self.post(&path, body, CALL_TIMEOUT).await.map(drop)
+    }
+
+    /// `POST /agent/jobs/{job}/deployments` (idempotent: a resend is acknowledged again).
+    pub async fn deployments(&self, job_id: i64, body: &DeploymentReport) -> Result<(), CallError> {
+        let path = format!("/agent/jobs/{job_id}/deployments");
         self.post(&path, body, CALL_TIMEOUT).await.map(drop)
     }
 

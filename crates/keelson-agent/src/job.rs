@@ -1,10 +1,10 @@
 //! Running one lease: checkout, pipeline, engine, the upload of the run's artifact files, and
-//! the three reporters that run beside it (heartbeats, log shipping, progress), then the
-//! completion.
+//! the four reporters that run beside it (heartbeats, log shipping, progress, deployments), then
+//! the completion.
 //!
 //! Invariants:
 //! - The completion is sent only after the log shipper has every line acknowledged and every
-//!   progress update was accepted, and it carries the last sequence number.
+//!   progress update and deployment report was accepted, and it carries the last sequence number.
 //! - Once the lease is lost (or the token refused) nothing more is sent for this attempt; the
 //!   engine run is cancelled (cleanup steps included) and awaited before the agent leases again,
 //!   so at most one job runs at a time.
@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keelson_api::{
-    AgentLogLine, ArtifactUpload, Completion, Heartbeat, JobState, Lease, LogBatch, LogStream,
-    PipelineJobUpdate, Progress,
+    AgentLogLine, ArtifactUpload, Completion, DeploymentRecord, DeploymentReport, Heartbeat,
+    JobState, Lease, LogBatch, LogStream, PipelineJobUpdate, Progress,
 };
 use keelson_core::Outcome;
 use keelson_engine::artifacts::{ArtifactManifest, ArtifactStore};
@@ -173,6 +173,14 @@ pub(crate) async fn run_lease(context: &JobContext, lease: Lease) -> Result<(), 
         update_receiver,
         Arc::clone(&controls),
     ));
+    let (deployment_sender, deployment_receiver) = unbounded_channel();
+    let deployments = tokio::spawn(send_deployments(
+        context.client.clone(),
+        lease.job_id,
+        lease.attempt,
+        deployment_receiver,
+        Arc::clone(&controls),
+    ));
 
     let checkout_dir = context
         .config
@@ -186,6 +194,7 @@ pub(crate) async fn run_lease(context: &JobContext, lease: Lease) -> Result<(), 
         Reporter {
             lines: line_sender,
             updates: update_sender,
+            deployments: deployment_sender,
         },
     )
     .await;
@@ -193,7 +202,10 @@ pub(crate) async fn run_lease(context: &JobContext, lease: Lease) -> Result<(), 
     // The senders are gone: the shipper flushes the tail, the progress task drains.
     let last_seq = shipper.await.ok().flatten();
     let progress_sent = progress.await.unwrap_or(false);
-    if let (Some(last_seq), true, None) = (last_seq, progress_sent, controls.stop()) {
+    let deployments_sent = deployments.await.unwrap_or(false);
+    if let (Some(last_seq), true, true, None) =
+        (last_seq, progress_sent, deployments_sent, controls.stop())
+    {
         let completion = Completion {
             attempt: lease.attempt,
             state,
@@ -245,6 +257,8 @@ pub(crate) async fn run_lease(context: &JobContext, lease: Lease) -> Result<(), 
 struct Reporter {
     lines: UnboundedSender<AgentLogLine>,
     updates: UnboundedSender<PipelineJobUpdate>,
+    /// Deployments made, with the pipeline job that made them.
+    deployments: UnboundedSender<(String, DeploymentRecord)>,
 }
 
 impl Reporter {
@@ -347,6 +361,9 @@ async fn execute(
         }
         if let Some(update) = mapped.update {
             let _ = reporter.updates.send(update);
+        }
+        if let Some(deployment) = mapped.deployment {
+            let _ = reporter.deployments.send(deployment);
         }
     }
     match engine.await {
@@ -640,6 +657,60 @@ async fn send_progress(
         {
             return false;
         }
+    }
+}
+
+/// Reports deployments in order until the sender is dropped, consecutive ones of one pipeline
+/// job in one report. `false` when aborted. A resend after a lost answer is harmless: the server
+/// stores each deployment once.
+async fn send_deployments(
+    client: Client,
+    job_id: i64,
+    attempt: i64,
+    mut deployments: UnboundedReceiver<(String, DeploymentRecord)>,
+    controls: Arc<Controls>,
+) -> bool {
+    let mut waiting: Option<(String, DeploymentRecord)> = None;
+    loop {
+        let first = match waiting.take() {
+            Some(first) => Some(first),
+            None => tokio::select! {
+                deployment = deployments.recv() => deployment,
+                () = controls.abort.cancelled() => return false,
+            },
+        };
+        let Some((job, record)) = first else {
+            return true;
+        };
+        let mut batch = vec![record];
+        while let Ok((next_job, next)) = deployments.try_recv() {
+            if next_job == job {
+                batch.push(next);
+            } else {
+                waiting = Some((next_job, next));
+                break;
+            }
+        }
+        let body = DeploymentReport {
+            attempt,
+            job,
+            deployments: batch,
+        };
+        if with_retries(&controls, "deployment report", || {
+            client.deployments(job_id, &body)
+        })
+        .await
+        .is_none()
+        {
+            return false;
+        }
+        tracing::info!(
+            job_id,
+            attempt,
+            job = %body.job,
+            count = body.deployments.len(),
+            "deployments reported"
+        );
     }
 }
 

@@ -8,8 +8,11 @@
 //!   skipped or cancelled without starting them) becomes the matching terminal update, with its
 //!   reason.
 //! - Step starts and ends become one `system` line each, worded like `keelson run --plain`.
+//! - A built-in step's `deployment` record becomes one [`DeploymentRecord`] of its job to report;
+//!   one that does not read as a deployment becomes a `system` warning line instead, and records
+//!   of other kinds are not sent.
 
-use keelson_api::{AgentLogLine, JobState, LogStream, PipelineJobUpdate};
+use keelson_api::{AgentLogLine, DeploymentRecord, JobState, LogStream, PipelineJobUpdate};
 use keelson_core::Outcome;
 use keelson_engine::events::{Event, Stream};
 
@@ -20,7 +23,12 @@ pub struct Mapped {
     pub line: Option<AgentLogLine>,
     /// A pipeline-job state change to report, if any.
     pub update: Option<PipelineJobUpdate>,
+    /// A deployment a pipeline job made, to report: the pipeline job and the record.
+    pub deployment: Option<(String, DeploymentRecord)>,
 }
+
+/// The kind of built-in step record that describes a deployment.
+pub const DEPLOYMENT_RECORD: &str = "deployment";
 
 /// Maps one engine event.
 pub fn map_event(event: &Event) -> Mapped {
@@ -34,6 +42,7 @@ pub fn map_event(event: &Event) -> Mapped {
                 reason: None,
                 at: millis(*at_ms),
             }),
+            deployment: None,
         },
         Event::JobFinished {
             job,
@@ -58,6 +67,7 @@ pub fn map_event(event: &Event) -> Mapped {
                     reason: reason.clone(),
                     at: millis(*at_ms),
                 }),
+                deployment: None,
             }
         }
         Event::StepStarted {
@@ -70,6 +80,7 @@ pub fn map_event(event: &Event) -> Mapped {
             Mapped {
                 line: Some(system_line(job, text)),
                 update: None,
+                deployment: None,
             }
         }
         Event::StepFinished {
@@ -86,7 +97,26 @@ pub fn map_event(event: &Event) -> Mapped {
                 step_finished_text(name, *result, *exit_code, reason.as_deref(), *duration_ms),
             )),
             update: None,
+            deployment: None,
         },
+        Event::StepRecord {
+            job, kind, body, ..
+        } if kind == DEPLOYMENT_RECORD => {
+            match serde_json::from_value::<DeploymentRecord>(body.clone()) {
+                Ok(record) => Mapped {
+                    deployment: Some((job.clone(), record)),
+                    ..Mapped::default()
+                },
+                Err(error) => Mapped {
+                    line: Some(system_line(
+                        job,
+                        format!("warning: a deployment record could not be read: {error}"),
+                    )),
+                    ..Mapped::default()
+                },
+            }
+        }
+        Event::StepRecord { .. } => Mapped::default(),
         Event::Log {
             job, stream, line, ..
         } => Mapped {
@@ -96,6 +126,7 @@ pub fn map_event(event: &Event) -> Mapped {
                 text: line.clone(),
             }),
             update: None,
+            deployment: None,
         },
     }
 }
@@ -372,6 +403,59 @@ mod tests {
         ] {
             assert_eq!(format_duration(ms), text, "{ms} ms");
         }
+    }
+
+    #[test]
+    fn deployment_records_become_reports_and_others_are_not_sent() {
+        let record = |kind: &str, body: serde_json::Value| Event::StepRecord {
+            job: "deploy-staging".into(),
+            step: 0,
+            kind: kind.into(),
+            body,
+            at_ms: 7,
+        };
+        let body = serde_json::json!({
+            "environment": "staging", "service": "web", "revision": 2, "strategy": "canary",
+            "commit": "abc", "branch": "main", "digest": "sha256:ff", "requested_by": "run #4",
+            "state": "rolled-back", "reason": "error rate", "started_at": 10, "finished_at": 20
+        });
+        let mapped = map_event(&record(DEPLOYMENT_RECORD, body));
+        let (job, deployment) = mapped.deployment.expect("a deployment to report");
+        assert_eq!(job, "deploy-staging");
+        assert_eq!(
+            (
+                deployment.environment.as_str(),
+                deployment.service.as_str(),
+                deployment.revision,
+                deployment.state,
+                deployment.finished_at
+            ),
+            (
+                "staging",
+                "web",
+                2,
+                keelson_api::DeploymentState::RolledBack,
+                Some(20)
+            )
+        );
+        assert_eq!((mapped.line, mapped.update), (None, None));
+
+        let unreadable = map_event(&record(
+            DEPLOYMENT_RECORD,
+            serde_json::json!({"service": 3}),
+        ));
+        assert_eq!(unreadable.deployment, None);
+        let line = unreadable.line.expect("a warning line");
+        assert_eq!(line.stream, LogStream::System);
+        assert!(
+            line.text
+                .starts_with("warning: a deployment record could not be read")
+        );
+
+        assert_eq!(
+            map_event(&record("scan-summary", serde_json::json!({}))),
+            Mapped::default()
+        );
     }
 
     #[test]

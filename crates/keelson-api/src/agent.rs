@@ -1,5 +1,5 @@
 //! The agent protocol: register, long-poll for a lease, heartbeat (which carries cancellation),
-//! acknowledged log batches, pipeline-job progress, completion.
+//! acknowledged log batches, pipeline-job progress, deployments made, completion.
 //!
 //! Every call after registration names the job and the attempt it holds; the server answers
 //! `409 lease_lost` when that attempt no longer holds the lease (reaped, retried elsewhere), and
@@ -187,4 +187,19 @@ pub struct ArtifactUpload {
 
 fn default_artifact_mode() -> u32 {
     0o644
+}
+
+/// `POST /api/v1/agent/jobs/{job}/deployments`: deployments a pipeline job of this attempt made.
+/// Idempotent: a deployment already stored for the same job, attempt, environment, service and
+/// revision is acknowledged again (`204`), not duplicated. `409 lease_lost` unless the job is
+/// running at `attempt`; `400` for a record that breaks the limits (empty names, control
+/// characters, oversized fields).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentReport {
+    /// The attempt the agent holds.
+    pub attempt: i64,
+    /// The pipeline job that deployed (after matrix expansion).
+    pub job: String,
+    /// The deployments, in the order they were made.
+    pub deployments: Vec<crate::DeploymentRecord>,
 }

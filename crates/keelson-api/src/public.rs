@@ -1,4 +1,5 @@
-//! The public API's bodies: projects, runs, jobs, logs, agents, tokens, triggers, users, errors.
+//! The public API's bodies: projects, runs, jobs, logs, agents, tokens, triggers, users,
+//! deployments, errors.
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -354,4 +355,105 @@ pub struct ArtifactInfo {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+/// How a deployment ended, as the deploy controller recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentState {
+    /// The new release serves all of its traffic.
+    Succeeded,
+    /// It could not start (bad artifact, no replica became ready, a protection rule).
+    Failed,
+    /// Analysis or health failed; traffic went back to the stable release.
+    RolledBack,
+    /// Stopped by a person or by the restart policy.
+    Aborted,
+    /// Not finished when the deploy step ended (e.g. waiting for `keelson deploy approve`).
+    Pending,
+}
+
+impl DeploymentState {
+    /// Every state, in declaration order.
+    pub const ALL: [DeploymentState; 5] = [
+        DeploymentState::Succeeded,
+        DeploymentState::Failed,
+        DeploymentState::RolledBack,
+        DeploymentState::Aborted,
+        DeploymentState::Pending,
+    ];
+
+    /// The name used on the wire and in storage (`rolled-back`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::Succeeded => "succeeded",
+            DeploymentState::Failed => "failed",
+            DeploymentState::RolledBack => "rolled-back",
+            DeploymentState::Aborted => "aborted",
+            DeploymentState::Pending => "pending",
+        }
+    }
+
+    /// The state named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<DeploymentState> {
+        DeploymentState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+}
+
+/// One deployment of a service to an environment, as a pipeline's deploy job reported it.
+/// Never carries environment values or secrets: only names, versions and digests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// The environment (`staging`, `production`, …).
+    pub environment: String,
+    /// The service.
+    pub service: String,
+    /// The controller's revision number of this release in the environment (1, 2, …).
+    pub revision: u64,
+    /// The strategy used: `recreate`, `rolling`, `blue-green`, `canary` or `ab-test`.
+    pub strategy: String,
+    /// The commit the release was built from, when known.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The branch it was built from, when known.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The release's digest: `sha256:<hex>` of its files, or the image id.
+    pub digest: String,
+    /// Who asked for it (a user, or the pipeline run).
+    pub requested_by: String,
+    /// How it ended.
+    pub state: DeploymentState,
+    /// Why, when it did not plainly succeed (the analysis verdict, the failed health check, …).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the rollout started.
+    pub started_at: UnixMillis,
+    /// When it ended (`None` while pending).
+    #[serde(default)]
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// A stored deployment, as `GET /api/v1/projects/{project}/deployments` lists it (newest first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    /// Its id within the server.
+    pub id: i64,
+    /// The project.
+    pub project: String,
+    /// The run whose deploy job made it.
+    pub run_id: i64,
+    /// That run's per-project number.
+    pub run_number: i64,
+    /// The pipeline job that deployed (e.g. `deploy-staging`).
+    pub job: String,
+    /// The attempt of the leased job that reported it.
+    pub attempt: i64,
+    /// What the deploy job reported.
+    #[serde(flatten)]
+    pub deployment: DeploymentRecord,
+    /// When the server stored it.
+    pub recorded_at: UnixMillis,
 }

@@ -71,6 +71,17 @@ pub enum Event {
         duration_ms: u64,
         at_ms: u64,
     },
+    /// A structured record a built-in step handed back (e.g. a deployment it made), sent before
+    /// the step's `StepFinished`. Every string in `body` has passed the masker.
+    StepRecord {
+        job: String,
+        /// 0-based index in the job's steps.
+        step: usize,
+        /// What the body is (e.g. `deployment`).
+        kind: String,
+        body: serde_json::Value,
+        at_ms: u64,
+    },
     JobFinished {
         job: String,
         result: Outcome,

@@ -69,6 +69,9 @@ pub struct StepRecord {
     pub duration_ms: u64,
     /// Log file relative to the run directory.
     pub log: String,
+    /// Structured records a built-in step handed back (masked), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<crate::builtin::BuiltinRecord>,
 }
 
 /// Where runs are kept.

@@ -1,9 +1,12 @@
 //! The agent protocol (`/api/v1/agent/…`): register, long-poll for a lease, heartbeat, log
-//! batches, pipeline-job progress, completion. Authenticated by agent registration tokens only.
+//! batches, pipeline-job progress, deployments made by deploy jobs, completion. Authenticated by
+//! agent registration tokens only.
 //!
 //! Invariants:
 //! - Every call after the lease names the attempt it holds; the store refuses a stale attempt
 //!   and the agent hears `409 lease_lost`.
+//! - Deployment reports are stored once per (job, attempt, environment, service, revision): a
+//!   resend after a lost answer is acknowledged again and never duplicates a row.
 //! - A job completes only after every log line the agent sent is stored (`last_seq`), and its
 //!   log then moves from SQL rows to the blob store.
 
@@ -14,14 +17,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keelson_api::{
-    AgentLogLine, AgentRegistered, Completion, Heartbeat, HeartbeatReply, JobState, Lease,
-    LeaseRequest, LogAck, LogBatch, LogLineInfo, Progress, RegisterAgent,
+    AgentLogLine, AgentRegistered, Completion, DeploymentReport, Heartbeat, HeartbeatReply,
+    JobState, Lease, LeaseRequest, LogAck, LogBatch, LogLineInfo, Progress, RegisterAgent,
 };
 use keelson_store::{JobId, LogLine, Status};
 
 use crate::api::check_name_up_to;
 use crate::auth::AgentCaller;
-use crate::convert::{api_stream, status_of, store_stream};
+use crate::convert::{api_stream, new_deployment, status_of, store_stream};
 use crate::error::{Answer, Failure};
 use crate::state::{AppState, LiveEvent};
 
@@ -227,6 +230,55 @@ pub async fn progress(
     state.publish(LiveEvent::RunChanged {
         run_id: job.run_id.0,
     });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Most deployments one report may carry (a deploy job deploys a handful of services).
+const MAX_DEPLOYMENTS_PER_REPORT: usize = 256;
+
+/// `POST /api/v1/agent/jobs/{job}/deployments`: stores the deployments a pipeline job of the
+/// running attempt made. Every record is checked before any is stored.
+pub async fn deployments(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    Json(body): Json<DeploymentReport>,
+) -> Answer<StatusCode> {
+    let job = state
+        .store()
+        .get_job(JobId(job_id))
+        .await
+        .map_err(|_| Failure::lease_lost())?;
+    if job.status != Status::Running || job.attempt != body.attempt {
+        return Err(Failure::lease_lost());
+    }
+    if body.deployments.len() > MAX_DEPLOYMENTS_PER_REPORT {
+        return Err(Failure::invalid(format!(
+            "a report carries at most {MAX_DEPLOYMENTS_PER_REPORT} deployments, not {}",
+            body.deployments.len()
+        )));
+    }
+    let records = body
+        .deployments
+        .iter()
+        .map(|record| new_deployment(job.id, body.attempt, &body.job, record))
+        .collect::<Result<Vec<_>, _>>()?;
+    for record in &records {
+        keelson_store::check_deployment(record)?;
+    }
+    let now = state.now();
+    for record in &records {
+        let stored = state.store().record_deployment(record, now).await?;
+        tracing::info!(
+            job = job_id,
+            attempt = body.attempt,
+            environment = %stored.environment,
+            service = %stored.service,
+            revision = stored.revision,
+            state = %stored.state,
+            "deployment recorded"
+        );
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,20 +1,20 @@
 //! The public REST API under `/api/v1`: projects, runs, pipeline jobs, logs, agents, tokens,
-//! triggers, users and members. Every handler authenticates ([`Caller`]) and checks the role the
+//! triggers, users, members and deployments. Every handler authenticates ([`Caller`]) and checks the role the
 //! route table ([`crate::routes::ROUTES`]) documents.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use keelson_api::{
-    AgentInfo, CreateAgentToken, CreateProject, CreateToken, CreateUser, CreatedToken, LogLineInfo,
-    ProjectInfo, Role, RunInfo, RunJobInfo, SetMember, StartRun, TokenInfo, TriggerInfo,
-    TriggerSpec, UserInfo,
+    AgentInfo, CreateAgentToken, CreateProject, CreateToken, CreateUser, CreatedToken,
+    DeploymentInfo, LogLineInfo, ProjectInfo, Role, RunInfo, RunJobInfo, SetMember, StartRun,
+    TokenInfo, TriggerInfo, TriggerSpec, UserInfo,
 };
 use keelson_store::{NewApiToken, Project, ProjectId, Run, RunId};
 use serde::Deserialize;
 
 use crate::auth::{Caller, hash_password, new_token, parse_role, token_hash};
-use crate::convert::{log_info, project_info, run_info};
+use crate::convert::{deployment_info, log_info, project_info, run_info};
 use crate::error::{Answer, Failure};
 use crate::scheduler::{StartRequest, Started, start_run};
 use crate::state::{AppState, LiveEvent};
@@ -150,6 +150,89 @@ pub async fn list_runs(
             .map(|run| run_info(run, &project.name, &[]))
             .collect(),
     ))
+}
+
+/// Default number of deployments a list returns.
+const DEFAULT_DEPLOYMENT_LIMIT: u32 = 50;
+
+/// The query of a deployment list, checked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeploymentQuery {
+    /// Only deployments to this environment.
+    pub environment: Option<String>,
+    /// At most this many (1 to [`keelson_store::MAX_DEPLOYMENT_LIST`]).
+    pub limit: u32,
+}
+
+impl DeploymentQuery {
+    /// Parses `environment=` and `limit=`; anything else, a repeated parameter, an environment
+    /// that is not a deploy name or a limit out of range is `400` saying which.
+    pub fn parse(pairs: &[(String, String)]) -> Answer<DeploymentQuery> {
+        let mut query = DeploymentQuery {
+            environment: None,
+            limit: DEFAULT_DEPLOYMENT_LIMIT,
+        };
+        let mut seen_limit = false;
+        let max = keelson_store::MAX_DEPLOYMENT_LIST;
+        for (name, value) in pairs {
+            match name.as_str() {
+                "environment" => {
+                    if query.environment.is_some() {
+                        return Err(Failure::invalid("`environment` is given more than once"));
+                    }
+                    if !keelson_pipeline::deploy_load::is_deploy_name(value) {
+                        return Err(Failure::invalid(format!(
+                            "`environment` must be an environment name (lowercase letters, \
+                             digits and `-`, at most {} characters)",
+                            keelson_pipeline::deploy_load::MAX_NAME_LEN
+                        )));
+                    }
+                    query.environment = Some(value.clone());
+                }
+                "limit" => {
+                    if seen_limit {
+                        return Err(Failure::invalid("`limit` is given more than once"));
+                    }
+                    seen_limit = true;
+                    query.limit = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|limit| (1..=max).contains(limit))
+                        .ok_or_else(|| {
+                            Failure::invalid(format!(
+                                "`limit` must be a whole number from 1 to {max}"
+                            ))
+                        })?;
+                }
+                other => {
+                    return Err(Failure::invalid(format!(
+                        "unknown query parameter `{other}` (expected `environment` or `limit`)"
+                    )));
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+/// `GET /api/v1/projects/{project}/deployments`: newest first.
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Answer<Json<Vec<DeploymentInfo>>> {
+    let (project, _) = project_for(&state, &caller, &name, Role::Viewer).await?;
+    let query = DeploymentQuery::parse(&pairs)?;
+    let deployments = state
+        .store()
+        .list_deployments(project.id, query.environment.as_deref(), query.limit)
+        .await?;
+    let infos = deployments
+        .into_iter()
+        .map(|deployment| deployment_info(deployment, &project.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(infos))
 }
 
 /// `POST /api/v1/projects/{project}/runs`: start a run by hand (developers).
@@ -797,4 +880,63 @@ pub const BOOTSTRAP_TOKEN_DAYS: i64 = 7;
 /// Milliseconds in a day.
 pub const fn days(n: i64) -> i64 {
     n * DAY_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &[(&str, &str)]) -> Answer<DeploymentQuery> {
+        let pairs: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        DeploymentQuery::parse(&pairs)
+    }
+
+    fn refused(query: &[(&str, &str)], says: &str) {
+        let failure = parse(query).expect_err("refused");
+        assert_eq!(failure.status, StatusCode::BAD_REQUEST, "{query:?}");
+        assert_eq!(failure.code, "invalid_request");
+        assert!(
+            failure.message.contains(says),
+            "{query:?}: `{}` should say `{says}`",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn deployment_queries_are_checked() {
+        assert_eq!(
+            parse(&[]).unwrap(),
+            DeploymentQuery {
+                environment: None,
+                limit: DEFAULT_DEPLOYMENT_LIMIT
+            }
+        );
+        assert_eq!(
+            parse(&[("environment", "production"), ("limit", "1000")]).unwrap(),
+            DeploymentQuery {
+                environment: Some("production".into()),
+                limit: 1000
+            }
+        );
+        refused(&[("limit", "0")], "from 1 to 1000");
+        refused(&[("limit", "1001")], "from 1 to 1000");
+        refused(&[("limit", "-3")], "whole number");
+        refused(&[("limit", "ten")], "whole number");
+        refused(&[("limit", "5"), ("limit", "6")], "more than once");
+        refused(&[("environment", "")], "environment name");
+        refused(&[("environment", "Prod")], "environment name");
+        refused(&[("environment", "a b")], "environment name");
+        refused(
+            &[("environment", "x'; DROP TABLE deployments")],
+            "environment name",
+        );
+        refused(
+            &[("environment", "a"), ("environment", "b")],
+            "more than once",
+        );
+        refused(&[("env", "staging")], "unknown query parameter `env`");
+    }
 }

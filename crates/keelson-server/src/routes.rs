@@ -154,6 +154,14 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     route!(
         "GET",
+        "/api/v1/projects/{project}/deployments",
+        Access::Project(Viewer),
+        "A project's deployments, newest first (`environment`, `limit`).",
+        None,
+        "DeploymentInfo[]"
+    ),
+    route!(
+        "GET",
         "/api/v1/projects/{project}/triggers",
         Access::Project(Viewer),
         "A project's triggers (secrets omitted).",
@@ -354,6 +362,14 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     route!(
         "POST",
+        "/api/v1/agent/jobs/{job}/deployments",
+        Access::Agent,
+        "Agent: deployments a deploy job made (idempotent).",
+        Some("DeploymentReport"),
+        "empty"
+    ),
+    route!(
+        "POST",
         "/api/v1/agent/jobs/{job}/complete",
         Access::Agent,
         "Agent: the job ended.",
@@ -509,6 +525,10 @@ pub fn router(state: AppState) -> Router {
             get(api::list_runs).post(api::start),
         )
         .route(
+            "/api/v1/projects/{project}/deployments",
+            get(api::list_deployments),
+        )
+        .route(
             "/api/v1/projects/{project}/triggers",
             get(api::list_triggers).post(api::create_trigger),
         )
@@ -550,6 +570,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/agent/jobs/{job}/progress",
             post(agent_api::progress),
+        )
+        .route(
+            "/api/v1/agent/jobs/{job}/deployments",
+            post(agent_api::deployments),
         )
         .route(
             "/api/v1/agent/jobs/{job}/complete",

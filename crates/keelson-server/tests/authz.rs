@@ -33,6 +33,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ),
     (
         "GET",
+        "/api/v1/projects/{project}/deployments",
+        "project viewer",
+    ),
+    (
+        "GET",
         "/api/v1/projects/{project}/triggers",
         "project viewer",
     ),
@@ -80,6 +85,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/agent/jobs/{job}/heartbeat", "agent token"),
     ("POST", "/api/v1/agent/jobs/{job}/logs", "agent token"),
     ("POST", "/api/v1/agent/jobs/{job}/progress", "agent token"),
+    (
+        "POST",
+        "/api/v1/agent/jobs/{job}/deployments",
+        "agent token",
+    ),
     ("POST", "/api/v1/agent/jobs/{job}/complete", "agent token"),
     ("POST", "/hooks/{provider}/{project}", "webhook signature"),
     ("PUT", "/api/v1/agent/jobs/{job}/artifacts", "agent token"),
@@ -319,6 +329,9 @@ async fn concrete(
         "/api/v1/agent/jobs/{job}/heartbeat" => Some(json!({"attempt": 1})),
         "/api/v1/agent/jobs/{job}/logs" => Some(json!({"attempt": 1, "first_seq": 1, "lines": []})),
         "/api/v1/agent/jobs/{job}/progress" => Some(json!({"attempt": 1, "updates": []})),
+        "/api/v1/agent/jobs/{job}/deployments" => {
+            Some(json!({"attempt": 1, "job": "deploy", "deployments": []}))
+        }
         "/api/v1/agent/jobs/{job}/complete" => {
             Some(json!({"attempt": 1, "state": "succeeded", "last_seq": 0}))
         }

@@ -30,6 +30,9 @@
 //! - A run's artifact files are recorded once per (run, attempt, pipeline job, path): an
 //!   identical resend returns the stored record, other content for the same key is a
 //!   [`StoreError::Conflict`]; their bytes live in the blob store.
+//! - A deployment is recorded once per (leased job, attempt, environment, service, revision): an
+//!   identical resend returns the stored record, a different one for the same key is a
+//!   [`StoreError::Conflict`]; deployments are listed per project, newest first.
 //! - Blob files are written to a temporary name and renamed, so a blob's path either holds all
 //!   of the bytes that hash to its name or does not exist; reads verify the digest.
 //!
@@ -60,9 +63,10 @@ pub use error::StoreError;
 pub use migrate::latest_schema_version;
 pub use model::{
     Agent, AgentId, AgentToken, AgentTokenId, ApiToken, ApiTokenId, Artifact, ArtifactId,
-    CancelOutcome, HeartbeatAnswer, Job, JobId, LogLine, LogStream, MAX_ARTIFACT_PATH, NewApiToken,
-    NewArtifact, NewJob, NewPipelineJob, NewRun, PROJECT_ROLES, PipelineJob, Project, ProjectId,
-    ReapOutcome, Run, RunId, Session, Status, StoredLogLine, Trigger, TriggerId, UnixMillis, User,
-    UserId, check_artifact_path,
+    CancelOutcome, DEPLOYMENT_STATES, Deployment, DeploymentId, HeartbeatAnswer, Job, JobId,
+    LogLine, LogStream, MAX_ARTIFACT_PATH, NewApiToken, NewArtifact, NewDeployment, NewJob,
+    NewPipelineJob, NewRun, PROJECT_ROLES, PipelineJob, Project, ProjectId, ReapOutcome, Run,
+    RunId, Session, Status, StoredLogLine, Trigger, TriggerId, UnixMillis, User, UserId,
+    check_artifact_path,
 };
-pub use store::{BackendKind, Store};
+pub use store::{BackendKind, MAX_DEPLOYMENT_LIST, Store, check_deployment};

@@ -262,6 +262,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "DROP TABLE log_lines",
         ],
     },
+    Migration {
+        version: 5,
+        name: "deployments reported by deploy jobs",
+        statements: &[
+            "CREATE TABLE deployments (
+            id {id},
+            project_id BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            run_id BIGINT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            job_id BIGINT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            attempt BIGINT NOT NULL,
+            pipeline_job TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            service TEXT NOT NULL,
+            revision BIGINT NOT NULL,
+            strategy TEXT NOT NULL,
+            commit_sha TEXT,
+            branch TEXT,
+            digest TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('succeeded', 'failed', 'rolled-back', 'aborted', 'pending')),
+            reason TEXT,
+            started_at BIGINT NOT NULL,
+            finished_at BIGINT,
+            recorded_at BIGINT NOT NULL,
+            UNIQUE (job_id, attempt, environment, service, revision)
+        )",
+            "CREATE INDEX deployments_by_project ON deployments (project_id, started_at, id)",
+            "CREATE INDEX deployments_by_environment
+             ON deployments (project_id, environment, started_at, id)",
+        ],
+    },
 ];
 
 /// The schema version this binary brings a database to.

@@ -56,6 +56,10 @@ id_type!(
     TriggerId
 );
 id_type!(
+    /// The database id of a stored deployment.
+    DeploymentId
+);
+id_type!(
     /// The database id of a stored run artifact file.
     ArtifactId
 );
@@ -540,4 +544,89 @@ pub fn check_artifact_path(path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The states a stored deployment may have (how the deploy controller recorded its end).
+pub const DEPLOYMENT_STATES: [&str; 5] =
+    ["succeeded", "failed", "rolled-back", "aborted", "pending"];
+
+/// A deployment a leased job's pipeline job made, to be recorded. Never holds environment values
+/// or secrets: only names, versions and digests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// The leased job whose attempt made it.
+    pub job_id: JobId,
+    /// That attempt (1, 2, …).
+    pub attempt: i64,
+    /// The pipeline job that deployed (e.g. `deploy-staging`).
+    pub pipeline_job: String,
+    /// The environment.
+    pub environment: String,
+    /// The service.
+    pub service: String,
+    /// The deploy controller's revision of the release (at least 0).
+    pub revision: i64,
+    /// The strategy's name (`rolling`, `canary`, …).
+    pub strategy: String,
+    /// The commit the release was built from.
+    pub commit: Option<String>,
+    /// The branch it was built from.
+    pub branch: Option<String>,
+    /// The release's digest.
+    pub digest: String,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// One of [`DEPLOYMENT_STATES`].
+    pub state: String,
+    /// Why it ended that way, when not plainly.
+    pub reason: Option<String>,
+    /// When the rollout started.
+    pub started_at: UnixMillis,
+    /// When it ended.
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// A stored deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// Database id.
+    pub id: DeploymentId,
+    /// The project of its run.
+    pub project_id: ProjectId,
+    /// The run whose job made it.
+    pub run_id: RunId,
+    /// That run's per-project number.
+    pub run_number: i64,
+    /// The leased job whose attempt made it.
+    pub job_id: JobId,
+    /// That attempt.
+    pub attempt: i64,
+    /// The pipeline job that deployed.
+    pub pipeline_job: String,
+    /// The environment.
+    pub environment: String,
+    /// The service.
+    pub service: String,
+    /// The deploy controller's revision of the release.
+    pub revision: i64,
+    /// The strategy's name.
+    pub strategy: String,
+    /// The commit the release was built from.
+    pub commit: Option<String>,
+    /// The branch it was built from.
+    pub branch: Option<String>,
+    /// The release's digest.
+    pub digest: String,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// One of [`DEPLOYMENT_STATES`].
+    pub state: String,
+    /// Why it ended that way, when not plainly.
+    pub reason: Option<String>,
+    /// When the rollout started.
+    pub started_at: UnixMillis,
+    /// When it ended.
+    pub finished_at: Option<UnixMillis>,
+    /// When it was first recorded.
+    pub recorded_at: UnixMillis,
 }

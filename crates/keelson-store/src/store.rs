@@ -6,7 +6,7 @@
 //!
 //! This file holds opening, projects, runs, pipeline jobs and the job queue; the submodules hold
 //! logs ([`logs`]), users and credentials ([`auth`]), agents ([`agents`]), triggers
-//! ([`triggers`]) and run artifacts ([`artifacts`]).
+//! ([`triggers`]), run artifacts ([`artifacts`]) and deployments ([`deployments`]).
 //!
 //! Lock order (PostgreSQL): a transaction that changes jobs locks job rows before the run row,
 //! so queue operations and run roll-ups cannot deadlock on each other.
@@ -222,8 +222,11 @@ macro_rules! job_columns {
 mod agents;
 mod artifacts;
 mod auth;
+mod deployments;
 mod logs;
 mod triggers;
+
+pub use deployments::{MAX_DEPLOYMENT_LIST, check_deployment};
 
 type ProjectRow = (i64, String, String, i64);
 

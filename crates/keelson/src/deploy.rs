@@ -587,6 +587,22 @@ async fn deploy_one(
     data_dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<bool> {
+    let deployment = deploy_and_report(client, request, wait, data_dir, log).await?;
+    Ok(matches!(
+        deployment.outcome,
+        Some(Outcome::Succeeded) | None
+    ))
+}
+
+/// Deploys one service through the controller, logs the deployment it answers (with `wait`: as
+/// it ended) and hands it back.
+async fn deploy_and_report(
+    client: &ControlClient,
+    request: DeployRequest,
+    wait: bool,
+    data_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Deployment> {
     let (env, service) = (request.environment.clone(), request.service.clone());
     log(&format!("deploying {service} to {env}"));
     ensure_daemon(client, data_dir, log).await?;
@@ -599,10 +615,7 @@ async fn deploy_one(
     for line in render_deployment(&deployment).lines() {
         log(line);
     }
-    Ok(matches!(
-        deployment.outcome,
-        Some(Outcome::Succeeded) | None
-    ))
+    Ok(*deployment)
 }
 
 /// Whether a deploy controller answers on `client`'s socket.
@@ -671,8 +684,12 @@ async fn ensure_daemon(
     )
 }
 
-/// The `keelson/deploy` built-in step: what a pipeline `deploy:` job runs.
+/// The `keelson/deploy` built-in step: what a pipeline `deploy:` job runs. Deploys the job's
+/// services one after the other, stopping at the first that does not succeed, and hands back one
+/// `deployment` record per deployment the controller made (see [`deployment_record`]), also when
+/// the step fails.
 pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> BuiltinOutcome {
+    let mut deployments: Vec<Deployment> = Vec::new();
     let result = (|| -> anyhow::Result<bool> {
         let input = |name: &str| request.inputs.get(name).cloned().unwrap_or_default();
         let config: DeployConfig =
@@ -700,17 +717,21 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
         // Built-in steps run on a blocking thread of the engine's runtime, where another runtime
         // cannot block: deploy from a thread of our own, forwarding its log lines.
         let (lines, received) = std::sync::mpsc::channel::<String>();
-        let worker = std::thread::spawn(move || -> anyhow::Result<bool> {
-            let rt = tokio::runtime::Builder::new_current_thread()
+        let worker = std::thread::spawn(move || -> (Vec<Deployment>, anyhow::Result<bool>) {
+            let mut made = Vec::new();
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .context("starting the async runtime")?;
-            rt.block_on(async {
+                .context("starting the async runtime")
+            {
+                Ok(rt) => rt,
+                Err(error) => return (made, Err(error)),
+            };
+            let result = rt.block_on(async {
                 let client = ControlClient::new(socket(&data_dir));
                 let mut forward = |line: &str| {
                     let _ = lines.send(line.to_string());
                 };
-                let mut ok = true;
                 for service in services {
                     let service_patterns = patterns.get(&service).cloned().unwrap_or_default();
                     let deploy = DeployRequest {
@@ -723,29 +744,38 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
                         requested_by: requested_by.clone(),
                         strategy: strategy.clone(),
                     };
-                    ok &= deploy_one(&client, deploy, true, &data_dir, &mut forward).await?;
+                    let deployment =
+                        deploy_and_report(&client, deploy, true, &data_dir, &mut forward).await?;
+                    let ok = matches!(deployment.outcome, Some(Outcome::Succeeded) | None);
+                    made.push(deployment);
                     if !ok {
-                        break;
+                        return Ok(false);
                     }
                 }
-                Ok(ok)
-            })
+                Ok(true)
+            });
+            (made, result)
         });
         for line in received {
             log(&line);
         }
-        worker
+        let (made, result) = worker
             .join()
-            .map_err(|_| anyhow::anyhow!("the deploy step's thread panicked"))?
+            .map_err(|_| anyhow::anyhow!("the deploy step's thread panicked"))?;
+        deployments = made;
+        result
     })();
+    let records = deployments.iter().map(deployment_record).collect();
     match result {
         Ok(true) => BuiltinOutcome {
             success: true,
+            records,
             ..BuiltinOutcome::default()
         },
         Ok(false) => BuiltinOutcome {
             success: false,
             reason: Some("the deployment did not succeed".into()),
+            records,
             ..BuiltinOutcome::default()
         },
         Err(e) => {
@@ -753,9 +783,54 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
             BuiltinOutcome {
                 success: false,
                 reason: Some(format!("{e:#}")),
+                records,
                 ..BuiltinOutcome::default()
             }
         }
+    }
+}
+
+/// The name of a strategy as the pipeline spells it.
+fn strategy_name(strategy: &keelson_pipeline::deploy::Strategy) -> &'static str {
+    use keelson_pipeline::deploy::Strategy;
+    match strategy {
+        Strategy::Recreate => "recreate",
+        Strategy::Rolling { .. } => "rolling",
+        Strategy::BlueGreen { .. } => "blue-green",
+        Strategy::Canary { .. } => "canary",
+        Strategy::AbTest { .. } => "ab-test",
+    }
+}
+
+/// The `deployment` record of a deployment the controller made, for the server's deployment
+/// history: names, revision, commit, digest, who, outcome and times. Never the service's
+/// environment, secrets or the release's location.
+pub fn deployment_record(deployment: &Deployment) -> keelson_engine::builtin::BuiltinRecord {
+    use keelson_api::DeploymentState;
+    let state = match deployment.outcome {
+        Some(Outcome::Succeeded) => DeploymentState::Succeeded,
+        Some(Outcome::Failed) => DeploymentState::Failed,
+        Some(Outcome::RolledBack) => DeploymentState::RolledBack,
+        Some(Outcome::Aborted) => DeploymentState::Aborted,
+        None => DeploymentState::Pending,
+    };
+    let record = keelson_api::DeploymentRecord {
+        environment: deployment.environment.clone(),
+        service: deployment.service.clone(),
+        revision: deployment.revision,
+        strategy: strategy_name(&deployment.strategy).to_owned(),
+        commit: deployment.commit.clone(),
+        branch: deployment.branch.clone(),
+        digest: deployment.digest.clone(),
+        requested_by: deployment.requested_by.clone(),
+        state,
+        reason: deployment.reason.clone(),
+        started_at: deployment.started_at_unix_ms,
+        finished_at: deployment.finished_at_unix_ms,
+    };
+    keelson_engine::builtin::BuiltinRecord {
+        kind: "deployment".to_owned(),
+        body: serde_json::to_value(record).expect("a deployment record serializes"),
     }
 }
 
@@ -903,5 +978,91 @@ impl keelson_engine::builtin::BuiltinSteps for Builtins {
         } else {
             crate::scan::ScanStep.run(request, log)
         }
+    }
+}
+
+#[cfg(test)]
+mod deployment_record_tests {
+    use super::*;
+
+    fn deployment(outcome: Option<Outcome>) -> Deployment {
+        Deployment {
+            id: "production/web#4".into(),
+            environment: "production".into(),
+            service: "web".into(),
+            revision: 4,
+            version: "r4".into(),
+            digest: "sha256:0123".into(),
+            commit: Some("abcdef".into()),
+            branch: Some("main".into()),
+            requested_by: "shop run #9".into(),
+            strategy: keelson_pipeline::deploy::Strategy::Canary {
+                steps: Vec::new(),
+                analysis: None,
+            },
+            previous_version: Some("r3".into()),
+            started_at_unix_ms: 1_000,
+            finished_at_unix_ms: outcome.map(|_| 8_000),
+            outcome,
+            reason: outcome
+                .filter(|o| *o != Outcome::Succeeded)
+                .map(|_| "error rate 0.21 above 0.05".into()),
+            events: Vec::new(),
+            measurements: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn deployment_records_carry_the_controllers_outcome() {
+        for (outcome, state) in [
+            (Some(Outcome::Succeeded), "succeeded"),
+            (Some(Outcome::Failed), "failed"),
+            (Some(Outcome::RolledBack), "rolled-back"),
+            (Some(Outcome::Aborted), "aborted"),
+            (None, "pending"),
+        ] {
+            let record = deployment_record(&deployment(outcome));
+            assert_eq!(record.kind, "deployment");
+            let parsed: keelson_api::DeploymentRecord =
+                serde_json::from_value(record.body.clone()).expect("the agent can read it");
+            assert_eq!(parsed.state.as_str(), state);
+            assert_eq!(
+                (
+                    parsed.environment.as_str(),
+                    parsed.service.as_str(),
+                    parsed.revision,
+                    parsed.strategy.as_str(),
+                    parsed.commit.as_deref(),
+                    parsed.branch.as_deref(),
+                    parsed.digest.as_str(),
+                    parsed.requested_by.as_str(),
+                    parsed.started_at,
+                    parsed.finished_at,
+                ),
+                (
+                    "production",
+                    "web",
+                    4,
+                    "canary",
+                    Some("abcdef"),
+                    Some("main"),
+                    "sha256:0123",
+                    "shop run #9",
+                    1_000,
+                    outcome.map(|_| 8_000),
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn strategies_are_named_as_the_pipeline_spells_them() {
+        use keelson_pipeline::deploy::Strategy;
+        assert_eq!(strategy_name(&Strategy::Recreate), "recreate");
+        assert_eq!(strategy_name(&Strategy::default()), "rolling");
+        assert_eq!(
+            strategy_name(&Strategy::BlueGreen { auto_promote: true }),
+            "blue-green"
+        );
     }
 }

@@ -229,6 +229,7 @@ fn at_ms(event: &Event) -> u64 {
         | Event::JobStarted { at_ms, .. }
         | Event::StepStarted { at_ms, .. }
         | Event::Log { at_ms, .. }
+        | Event::StepRecord { at_ms, .. }
         | Event::StepFinished { at_ms, .. }
         | Event::JobFinished { at_ms, .. }
         | Event::RunFinished { at_ms, .. } => *at_ms,
@@ -498,6 +499,8 @@ pub fn format_plain_event(event: &Event, color: bool, state: &mut PlainState) ->
             }
             Some(format!("{} {text}", state.prefix(job, color)))
         }
+        // Structured records are for machines (NDJSON, the agent); the step logged its work.
+        Event::StepRecord { .. } => None,
         Event::RunFinished { run_id, .. } => Some(format!(
             "\n{}\n{}",
             format_summary_table(state.summary(), color),
@@ -915,7 +918,7 @@ impl Live {
                 }
                 self.jobs.entry(job.clone()).or_default().failed_step = Some(text);
             }
-            Event::StepFinished { .. } => {}
+            Event::StepFinished { .. } | Event::StepRecord { .. } => {}
             Event::JobFinished {
                 job,
                 result,

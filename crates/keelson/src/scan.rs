@@ -535,6 +535,7 @@ impl ScanStep {
             reason,
             reports,
             outputs,
+            records: Vec::new(),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! protocol faithfully (`server.rs`), with real `git` repositories and real processes.
 
 mod artifacts;
+mod deployments;
 mod runs;
 mod server;
 mod support;

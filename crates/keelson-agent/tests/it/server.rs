@@ -1,4 +1,4 @@
-//! A test-only, in-process implementation of the six agent endpoints over in-memory state.
+//! A test-only, in-process implementation of the agent endpoints over in-memory state.
 //!
 //! It enforces what the real server promises: the bearer token, the attempt holding each job
 //! (`409 lease_lost` otherwise), log sequence numbers (a resend must repeat exactly what was
@@ -17,9 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use keelson_api::{
-    AgentLogLine, AgentRegistered, ApiError, ArtifactInfo, ArtifactUpload, Completion, Heartbeat,
-    HeartbeatReply, Lease, LeaseRequest, LogAck, LogBatch, PipelineJobUpdate, Progress,
-    RegisterAgent,
+    AgentLogLine, AgentRegistered, ApiError, ArtifactInfo, ArtifactUpload, Completion,
+    DeploymentRecord, DeploymentReport, Heartbeat, HeartbeatReply, Lease, LeaseRequest, LogAck,
+    LogBatch, PipelineJobUpdate, Progress, RegisterAgent,
 };
 
 pub const TOKEN: &str = "agent-registration-token-for-tests";
@@ -75,6 +75,15 @@ pub struct Inner {
     pub artifact_uploads: u32,
     /// How many artifacts were stored when each job completed.
     pub artifacts_at_completion: HashMap<i64, usize>,
+    /// Deployments stored once per (job, attempt, environment, service, revision), in arrival
+    /// order: (job id, attempt, pipeline job, record).
+    pub deployments: Vec<(i64, i64, String, DeploymentRecord)>,
+    /// Deployment reports received (including faulted ones).
+    pub deployment_reports: u32,
+    /// Faults met only by deployment reports (before the shared ones).
+    pub deployment_faults: VecDeque<Fault>,
+    /// How many deployments were stored when each job completed.
+    pub deployments_at_completion: HashMap<i64, usize>,
     /// Protocol violations seen (gaps, conflicting resends, early completion, calls after
     /// completion): each a description.
     pub violations: Vec<String>,
@@ -114,6 +123,7 @@ impl TestServer {
             .route("/api/v1/agent/jobs/{job_id}/heartbeat", post(heartbeat))
             .route("/api/v1/agent/jobs/{job_id}/logs", post(logs))
             .route("/api/v1/agent/jobs/{job_id}/progress", post(progress))
+            .route("/api/v1/agent/jobs/{job_id}/deployments", post(deployments))
             .route("/api/v1/agent/jobs/{job_id}/complete", post(complete))
             .route("/api/v1/agent/jobs/{job_id}/artifacts", put(artifact))
             .with_state(Arc::clone(&shared));
@@ -468,6 +478,58 @@ async fn progress(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Stores each deployment once per key, as the real server does; other content under a stored
+/// key is a violation.
+async fn deployments(
+    State(shared): State<Shared>,
+    Path(job_id): Path<i64>,
+    headers: HeaderMap,
+    Json(body): Json<DeploymentReport>,
+) -> Response {
+    if let Err(response) = authorized(&headers) {
+        return response;
+    }
+    let mut inner = shared.lock().expect("state lock");
+    inner.deployment_reports += 1;
+    let taken = match inner.deployment_faults.pop_front() {
+        Some(Fault::Unavailable) => Err(unavailable()),
+        Some(Fault::StoreThenUnavailable) => Ok(true),
+        None => take_fault(&mut inner),
+    };
+    let after = match taken {
+        Ok(after) => after,
+        Err(response) => return response,
+    };
+    if let Err(response) = holding(&mut inner, job_id, body.attempt) {
+        return response;
+    }
+    for record in body.deployments {
+        let key = |d: &(i64, i64, String, DeploymentRecord)| {
+            (
+                d.0,
+                d.1,
+                d.3.environment.clone(),
+                d.3.service.clone(),
+                d.3.revision,
+            )
+        };
+        let entry = (job_id, body.attempt, body.job.clone(), record);
+        match inner.deployments.iter().find(|d| key(d) == key(&entry)) {
+            Some(stored) if *stored == entry => {}
+            Some(stored) => {
+                let violation = format!("deployment resent as {entry:?}, stored {stored:?}");
+                inner.violations.push(violation);
+                return error(StatusCode::CONFLICT, "conflict", "other content");
+            }
+            None => inner.deployments.push(entry),
+        }
+    }
+    if after {
+        return unavailable();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn complete(
     State(shared): State<Shared>,
     Path(job_id): Path<i64>,
@@ -512,6 +574,11 @@ async fn complete(
             StatusCode::NO_CONTENT.into_response()
         }
     };
+    let stored_deployments = inner.deployments.iter().filter(|d| d.0 == job_id).count();
+    inner
+        .deployments_at_completion
+        .entry(job_id)
+        .or_insert(stored_deployments);
     let stored_artifacts = inner
         .artifacts
         .iter()

@@ -132,11 +132,20 @@ pub fn config(server: &TestServer, data_dir: &Path) -> AgentConfig {
 }
 
 pub fn start_agent(server: &TestServer, tweak: impl FnOnce(&mut AgentConfig)) -> RunningAgent {
+    start_agent_on(server, Arc::new(HostOnly), tweak)
+}
+
+/// An agent whose jobs run with `host`'s executors.
+pub fn start_agent_on(
+    server: &TestServer,
+    host: Arc<dyn JobHost>,
+    tweak: impl FnOnce(&mut AgentConfig),
+) -> RunningAgent {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(server, data_dir.path());
     tweak(&mut config);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_agent(config, Arc::new(HostOnly), shutdown.clone()));
+    let task = tokio::spawn(run_agent(config, host, shutdown.clone()));
     RunningAgent {
         shutdown,
         task,

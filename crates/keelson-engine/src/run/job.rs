@@ -554,6 +554,8 @@ async fn run_in_workspace(
     // Reports written by built-in steps: kept as artifacts whatever the job's outcome.
     let mut report_paths: Vec<String> = Vec::new();
     let mut builtin_outputs: IndexMap<String, String> = IndexMap::new();
+    // Structured records of the current built-in step, masked: into events and the run record.
+    let mut builtin_records: Vec<crate::builtin::BuiltinRecord> = Vec::new();
 
     for (step_index, step) in job.steps.iter().enumerate() {
         let step_started = Instant::now();
@@ -606,6 +608,7 @@ async fn run_in_workspace(
                     exit_code,
                     duration_ms: step_started.elapsed().as_millis() as u64,
                     log: log_name.clone(),
+                    records: Vec::new(),
                 }
             };
 
@@ -848,6 +851,20 @@ async fn run_in_workspace(
                             .map(|report| base.join(report).to_string_lossy().into_owned()),
                     );
                     builtin_outputs = outcome.outputs;
+                    builtin_records = outcome
+                        .records
+                        .into_iter()
+                        .map(|record| mask_record(&shared.masker, record))
+                        .collect();
+                    for record in &builtin_records {
+                        shared.emit(Event::StepRecord {
+                            job: planned.id.clone(),
+                            step: step_index,
+                            kind: record.kind.clone(),
+                            body: record.body.clone(),
+                            at_ms: now_ms(),
+                        });
+                    }
                 }
                 break; // a scan or a policy verdict gives the same answer when repeated
             }
@@ -960,7 +977,9 @@ async fn run_in_workspace(
         );
         // An exit code speaks for itself; a reason is given only for other ends (timeouts, …).
         let why = if exit_code.is_some() { None } else { why };
-        records.push(finish_step(&mut log, result, exit_code, why));
+        let mut step_record = finish_step(&mut log, result, exit_code, why);
+        step_record.records = std::mem::take(&mut builtin_records);
+        records.push(step_record);
         if job_deadline_hit && exit == StepExit::TimedOut {
             // Out of time: the remaining steps are not started.
             for (rest_index, rest) in job.steps.iter().enumerate().skip(step_index + 1) {
@@ -985,6 +1004,7 @@ async fn run_in_workspace(
                     exit_code: None,
                     duration_ms: 0,
                     log: String::new(),
+                    records: Vec::new(),
                 });
             }
             break;
@@ -1351,6 +1371,36 @@ async fn run_builtin(
             StepExit::SpawnFailed("the built-in step ended without an answer".to_owned()),
             None,
         ),
+    }
+}
+
+/// `record` with every string in its kind and body passed through the masker (keys included:
+/// a step could put a value anywhere).
+fn mask_record(
+    masker: &crate::mask::Masker,
+    record: crate::builtin::BuiltinRecord,
+) -> crate::builtin::BuiltinRecord {
+    fn mask_value(masker: &crate::mask::Masker, value: Value) -> Value {
+        match value {
+            Value::String(text) => Value::String(masker.mask_str(&text)),
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| mask_value(masker, item))
+                    .collect(),
+            ),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(key, item)| (masker.mask_str(&key), mask_value(masker, item)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    crate::builtin::BuiltinRecord {
+        kind: masker.mask_str(&record.kind),
+        body: mask_value(masker, record.body),
     }
 }
 

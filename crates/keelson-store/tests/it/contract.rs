@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use keelson_store::{
     ArtifactId, BlobStore, CancelOutcome, JobId, LogLine, LogStream, NewApiToken, NewArtifact,
-    NewJob, NewPipelineJob, NewRun, ProjectId, ReapOutcome, RunId, Status, Store, StoreError,
-    TriggerId, UserId, latest_schema_version,
+    NewDeployment, NewJob, NewPipelineJob, NewRun, ProjectId, ReapOutcome, RunId, Status, Store,
+    StoreError, TriggerId, UserId, latest_schema_version,
 };
 
 use crate::support::TestDb;
@@ -95,6 +95,8 @@ contract!(
     triggers_belong_to_a_project,
     artifacts_are_recorded_once_per_key_and_listed_per_run,
     artifact_input_is_checked_before_writing,
+    deployments_are_recorded_once_per_key_and_listed_newest_first,
+    deployment_input_is_checked_before_writing,
 );
 
 fn job(name: &str, labels: &[&str], max_attempts: u32) -> NewJob {
@@ -2584,4 +2586,277 @@ async fn artifact_input_is_checked_before_writing(db: &TestDb) {
     };
     let stored = store.record_artifact(&big, T0).await.unwrap();
     assert_eq!((stored.size, stored.mode), ((1 << 40) + 3, 0o7777));
+}
+
+fn deployment(job_id: JobId, environment: &str, revision: i64, started_at: i64) -> NewDeployment {
+    NewDeployment {
+        job_id,
+        attempt: 1,
+        pipeline_job: format!("deploy-{environment}"),
+        environment: environment.to_owned(),
+        service: "web".to_owned(),
+        revision,
+        strategy: "canary".to_owned(),
+        commit: Some("0123456789abcdef0123456789abcdef01234567".to_owned()),
+        branch: Some("main".to_owned()),
+        digest: format!("sha256:{}", "ab".repeat(32)),
+        requested_by: "run #1".to_owned(),
+        state: "succeeded".to_owned(),
+        reason: None,
+        started_at,
+        finished_at: Some(started_at + 5_000),
+    }
+}
+
+async fn deployments_are_recorded_once_per_key_and_listed_newest_first(db: &TestDb) {
+    let (store, ids) = store_with_jobs(db, vec![job("run", &[], 2)]).await;
+    let job_row = store.get_job(ids[0]).await.unwrap();
+    let run = store.get_run(job_row.run_id).await.unwrap();
+    let first = deployment(ids[0], "staging", 1, T0);
+    let stored = store.record_deployment(&first, T0 + 10).await.unwrap();
+    assert_eq!(
+        (
+            stored.project_id,
+            stored.run_id,
+            stored.run_number,
+            stored.job_id,
+            stored.recorded_at
+        ),
+        (run.project_id, run.id, run.number, ids[0], T0 + 10)
+    );
+    assert_eq!(
+        NewDeployment {
+            job_id: stored.job_id,
+            attempt: stored.attempt,
+            pipeline_job: stored.pipeline_job.clone(),
+            environment: stored.environment.clone(),
+            service: stored.service.clone(),
+            revision: stored.revision,
+            strategy: stored.strategy.clone(),
+            commit: stored.commit.clone(),
+            branch: stored.branch.clone(),
+            digest: stored.digest.clone(),
+            requested_by: stored.requested_by.clone(),
+            state: stored.state.clone(),
+            reason: stored.reason.clone(),
+            started_at: stored.started_at,
+            finished_at: stored.finished_at,
+        },
+        first,
+        "every field round-trips"
+    );
+    // An agent resending after a lost answer gets the same row, not a second one.
+    let again = store.record_deployment(&first, T0 + 99).await.unwrap();
+    assert_eq!(again, stored);
+    // Other content under the same key is refused.
+    let changed = NewDeployment {
+        state: "rolled-back".to_owned(),
+        reason: Some("error rate 0.2 above 0.05".to_owned()),
+        ..first.clone()
+    };
+    let error = store.record_deployment(&changed, T0).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Conflict {
+                entity: "deployment",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // A later production canary that rolled back, a pending approval without an end, and the
+    // same revision reported by the next attempt (a distinct key).
+    let production = NewDeployment {
+        state: "rolled-back".to_owned(),
+        reason: Some("analysis failed:\n  error rate 0.21 > 0.05".to_owned()),
+        ..deployment(ids[0], "production", 1, T0 + 60_000)
+    };
+    store.record_deployment(&production, T0).await.unwrap();
+    let pending = NewDeployment {
+        state: "pending".to_owned(),
+        finished_at: None,
+        commit: None,
+        branch: None,
+        ..deployment(ids[0], "production", 2, T0 + 120_000)
+    };
+    store.record_deployment(&pending, T0).await.unwrap();
+    let retried = NewDeployment {
+        attempt: 2,
+        ..deployment(ids[0], "staging", 1, T0 + 30_000)
+    };
+    store.record_deployment(&retried, T0).await.unwrap();
+
+    let listed = store
+        .list_deployments(run.project_id, None, 100)
+        .await
+        .unwrap();
+    let keys: Vec<(String, i64, i64, String)> = listed
+        .iter()
+        .map(|d| {
+            (
+                d.environment.clone(),
+                d.revision,
+                d.attempt,
+                d.state.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("production".to_owned(), 2, 1, "pending".to_owned()),
+            ("production".to_owned(), 1, 1, "rolled-back".to_owned()),
+            ("staging".to_owned(), 1, 2, "succeeded".to_owned()),
+            ("staging".to_owned(), 1, 1, "succeeded".to_owned()),
+        ]
+    );
+    assert_eq!(listed[0].finished_at, None);
+    assert_eq!(listed[0].commit, None);
+    assert_eq!(listed[1].reason, production.reason);
+    let staging = store
+        .list_deployments(run.project_id, Some("staging"), 100)
+        .await
+        .unwrap();
+    assert_eq!(staging.len(), 2);
+    assert!(staging.iter().all(|d| d.environment == "staging"));
+    let newest = store
+        .list_deployments(run.project_id, None, 1)
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].revision, 2);
+    // A limit of 0 is clamped to 1, an unknown environment lists nothing.
+    assert_eq!(
+        store
+            .list_deployments(run.project_id, None, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .list_deployments(run.project_id, Some("nowhere"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another project sees none of them.
+    let other = store
+        .create_project("other", "/srv/git/other.git", T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .list_deployments(other.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn deployment_input_is_checked_before_writing(db: &TestDb) {
+    let (store, ids) = store_with_jobs(db, vec![job("run", &[], 1)]).await;
+    let project_id = store
+        .get_run(store.get_job(ids[0]).await.unwrap().run_id)
+        .await
+        .unwrap()
+        .project_id;
+    let good = deployment(ids[0], "staging", 3, T0);
+    let bad_cases = [
+        NewDeployment {
+            attempt: 0,
+            ..good.clone()
+        },
+        NewDeployment {
+            environment: " ".to_owned(),
+            ..good.clone()
+        },
+        NewDeployment {
+            service: String::new(),
+            ..good.clone()
+        },
+        NewDeployment {
+            service: "we\nb".to_owned(),
+            ..good.clone()
+        },
+        NewDeployment {
+            requested_by: "x".repeat(2000),
+            ..good.clone()
+        },
+        NewDeployment {
+            digest: "sha256:\u{1b}[2J".to_owned(),
+            ..good.clone()
+        },
+        NewDeployment {
+            commit: Some("abc\u{0}".to_owned()),
+            ..good.clone()
+        },
+        NewDeployment {
+            reason: Some("r".repeat(20_000)),
+            ..good.clone()
+        },
+        NewDeployment {
+            revision: -1,
+            ..good.clone()
+        },
+        NewDeployment {
+            state: "exploded".to_owned(),
+            ..good.clone()
+        },
+        NewDeployment {
+            state: "Succeeded".to_owned(),
+            ..good.clone()
+        },
+        NewDeployment {
+            finished_at: Some(T0 - 1),
+            ..good.clone()
+        },
+    ];
+    for bad in bad_cases {
+        let error = store.record_deployment(&bad, T0).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::InvalidInput(_)),
+            "{bad:?}: {error:?}"
+        );
+    }
+    let error = store
+        .record_deployment(
+            &NewDeployment {
+                job_id: JobId(ids[0].0 + 1000),
+                ..good.clone()
+            },
+            T0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound { entity: "job", .. }),
+        "{error:?}"
+    );
+    assert!(
+        store
+            .list_deployments(project_id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Every state the controller can end in is accepted.
+    for (revision, state) in keelson_store::DEPLOYMENT_STATES.iter().enumerate() {
+        let ok = NewDeployment {
+            state: (*state).to_owned(),
+            revision: revision as i64 + 10,
+            ..good.clone()
+        };
+        store.record_deployment(&ok, T0).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .list_deployments(project_id, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        keelson_store::DEPLOYMENT_STATES.len()
+    );
 }

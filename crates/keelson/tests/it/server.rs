@@ -853,9 +853,80 @@ deploy:
     let history = std::fs::read_to_string(deploy_dir.join("slots/staging/web/history.ndjson"))
         .expect("the deployment's history");
     let body = http("GET", &format!("http://127.0.0.1:{port}/"), None, None, &[]);
+    // The agent reported the deployment; the server lists it for the project's members only.
+    // (Only calls that cannot panic until the services are stopped.)
+    let admin_get = |path: &str| server.call("GET", path, Some(ADMIN), None);
+    let elsewhere = server.call(
+        "POST",
+        "/api/v1/projects",
+        Some(ADMIN),
+        Some(json!({"name": "elsewhere", "repository": repo.bare.display().to_string()})),
+    );
+    let (_, created) = server.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(ADMIN),
+        Some(json!({"name": "elsewhere-only", "project": "elsewhere"})),
+    );
+    let elsewhere_only = created["token"].as_str().unwrap_or_default().to_string();
+    let deployments = admin_get("/api/v1/projects/shop/deployments");
+    let staging = admin_get("/api/v1/projects/shop/deployments?environment=staging&limit=10");
+    let production = admin_get("/api/v1/projects/shop/deployments?environment=production");
+    let unauthenticated = server.call("GET", "/api/v1/projects/shop/deployments", None, None);
+    let wrong_project = server.call(
+        "GET",
+        "/api/v1/projects/shop/deployments",
+        Some(&elsewhere_only),
+        None,
+    );
+    let bad_limit = admin_get("/api/v1/projects/shop/deployments?limit=0");
     drop(agent);
     stop_everything();
     assert!(history.contains("\"outcome\":\"succeeded\""), "{history}");
     assert_eq!(body.0, 200, "{body:?}");
     assert!(body.1.to_string().contains("hello-service r1"), "{body:?}");
+
+    assert_eq!(elsewhere.0, 201, "{elsewhere:?}");
+    assert!(!elsewhere_only.is_empty(), "{created}");
+    assert_eq!(deployments.0, 200, "{deployments:?}");
+    let deployments = deployments.1;
+    let listed = deployments.as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "{deployments}");
+    let deployment = &listed[0];
+    assert_eq!(deployment["project"], "shop");
+    assert_eq!(deployment["run_id"], id);
+    assert_eq!(deployment["job"], "deploy-staging");
+    assert_eq!(deployment["environment"], "staging");
+    assert_eq!(deployment["service"], "web");
+    assert_eq!(deployment["revision"], 1);
+    assert_eq!(deployment["strategy"], "rolling");
+    assert_eq!(deployment["state"], "succeeded");
+    assert_eq!(deployment["commit"], run["commit_sha"], "{deployment}");
+    assert!(
+        deployment["commit"].as_str().is_some_and(|c| c.len() == 40),
+        "{deployment}"
+    );
+    assert!(
+        deployment["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{deployment}"
+    );
+    let started = deployment["started_at"].as_i64().expect("a start");
+    let finished = deployment["finished_at"].as_i64().expect("an end");
+    assert!(started > 0 && finished >= started, "{deployment}");
+    assert!(
+        !deployment.to_string().contains("HELLO_ADDR"),
+        "no environment in the record: {deployment}"
+    );
+    assert_eq!(staging, (200, deployments.clone()));
+    assert_eq!(production, (200, json!([])));
+    assert_eq!(unauthenticated.0, 401, "{unauthenticated:?}");
+    assert_eq!(wrong_project.0, 404, "{wrong_project:?}");
+    assert!(
+        !wrong_project.1.to_string().contains("staging"),
+        "{wrong_project:?}"
+    );
+    assert_eq!(bad_limit.0, 400, "{bad_limit:?}");
+    assert_eq!(bad_limit.1["code"], "invalid_request");
 }
