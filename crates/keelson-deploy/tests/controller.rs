@@ -95,6 +95,7 @@ fn hello_service(replicas: u32, extra_env: &[(&str, &str)]) -> ServiceSpec {
         replicas,
         port: None,
         max_connections: None,
+        progress_deadline: None,
         env,
         secrets: Vec::new(),
         readiness: Some(readiness()),
@@ -715,6 +716,42 @@ async fn connection_cap_keeps_a_thread_per_connection_service_ready_under_load()
             "replica unready under load: {:?}",
             stable.replicas
         );
+    })
+    .await;
+}
+
+/// A release that never becomes ready is rolled back once the service's `progress-deadline`
+/// (2 s) passes without progress, well before the controller's default (30 s in the harness),
+/// and the stable release keeps every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_that_never_gets_ready_is_rolled_back_at_its_progress_deadline() {
+    with_harness(|h| async move {
+        h.deploy_ok(h.request(hello_service(1, &[]), None)).await;
+        let mut never_ready = hello_service(1, &[]);
+        never_ready.progress_deadline = Some(Duration::from_secs(2));
+        if let Some(check) = &mut never_ready.readiness {
+            check.probe = Probe::Http {
+                path: "/no-such-page".into(),
+            };
+        }
+        h.mark_release("release 2\n");
+        let load = Load::start(&h.listen, 2);
+        let started_at = Instant::now();
+        let started = h
+            .controller
+            .deploy(h.request(never_ready, None))
+            .await
+            .expect("deploy");
+        let done = h.wait("test", started.revision).await;
+        let took = started_at.elapsed();
+        let tally = load.finish("never-ready r2").await;
+        println!("rolled back after {took:.1?}: {:?}", done.reason);
+        assert_eq!(done.outcome, Some(Outcome::RolledBack), "{done:#?}");
+        let reason = done.reason.clone().unwrap_or_default();
+        assert!(reason.contains("progress deadline"), "{reason}");
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+        assert_eq!(tally.failed(), 0);
+        assert_only(&h.listen, "r1", 20).await;
     })
     .await;
 }

@@ -148,6 +148,11 @@ pub struct ServiceSpec {
     /// take every worker (its readiness probe would then time out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// How long a rollout may wait for a replica set of this service to become ready before it
+    /// is rolled back (`progress-deadline`). None: the controller's default (120 s, `keelson
+    /// deploy daemon --ready-deadline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<Duration>,
     /// Environment of the service's processes. Values may use `${PORT}`, `${REPLICA}` (0-based
     /// index), `${VERSION}` (the revision label) and `${ENVIRONMENT}`; Keelson expands them, not
     /// a shell.

@@ -53,6 +53,8 @@ pub const STOP_SIGNALS: &[&str] = &[
 ];
 /// Most replicas a service may have.
 pub const MAX_REPLICAS: u32 = 100;
+/// Longest `progress-deadline` of a service.
+pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest `max-connections` of a service (concurrent proxy connections per replica).
 pub const MAX_CONNECTIONS: u32 = 65_535;
 /// Longest service or environment name.
@@ -81,6 +83,7 @@ const SERVICE_KEYS: &[&str] = &[
     "replicas",
     "port",
     "max-connections",
+    "progress-deadline",
     "env",
     "secrets",
     "readiness",
@@ -397,6 +400,9 @@ impl Loading {
             .take("max-connections")
             .and_then(|n| self.bounded_integer(n, 1, u64::from(MAX_CONNECTIONS)))
             .map(|n| n as u32);
+        let progress_deadline = map
+            .take("progress-deadline")
+            .and_then(|n| self.progress_deadline(n));
         let env = map
             .take("env")
             .map(|n| self.deploy_env(n))
@@ -460,6 +466,7 @@ impl Loading {
             replicas,
             port,
             max_connections,
+            progress_deadline,
             env,
             secrets,
             readiness,
@@ -788,6 +795,22 @@ impl Loading {
         }
         self.finish(map, STOP_KEYS, "stop setting");
         Some(stop)
+    }
+
+    /// `progress-deadline`: a duration from 1 s to 24 h.
+    fn progress_deadline(&mut self, node: &Node) -> Option<Duration> {
+        let duration = self.positive_duration(node)?;
+        if duration < Duration::from_secs(1) || duration > MAX_PROGRESS_DEADLINE {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    node.span,
+                    format!("`progress-deadline` must be from 1s to 24h, not {duration:?}"),
+                )
+                .with_hint("it bounds how long a rollout waits for its replicas to become ready, e.g. `5m`"),
+            );
+            return None;
+        }
+        Some(duration)
     }
 
     fn restart_spec(&mut self, node: &Node) -> Option<RestartSpec> {

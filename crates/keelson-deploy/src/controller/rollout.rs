@@ -98,6 +98,17 @@ pub struct RolloutSettings {
     pub metrics: Arc<dyn MetricProvider>,
 }
 
+impl RolloutSettings {
+    /// How long replicas of `release` may take to become ready: the service's
+    /// `progress-deadline`, else the controller's default.
+    pub fn ready_deadline_of(&self, release: &Release) -> Duration {
+        release
+            .service
+            .progress_deadline
+            .unwrap_or(self.ready_deadline)
+    }
+}
+
 /// One rollout in progress.
 pub struct Rollout {
     pub slot: Arc<Slot>,
@@ -230,7 +241,10 @@ impl Rollout {
             ],
             ..Policy::default()
         });
-        let deadline = Instant::now() + self.settings.ready_deadline;
+        // The deadline is for progress: it starts again whenever one more new replica is ready.
+        let ready_deadline = self.settings.ready_deadline_of(&self.new);
+        let mut deadline = Instant::now() + ready_deadline;
+        let mut most_ready = 0;
         let mut started = self.count(&self.new.version).await;
         loop {
             self.checkpoint().await?;
@@ -239,6 +253,10 @@ impl Rollout {
             let old_ready = self.slot.ready_count(&stable.version).await as u32;
             if old == 0 && new_ready >= want {
                 break;
+            }
+            if new_ready > most_ready {
+                most_ready = new_ready;
+                deadline = Instant::now() + ready_deadline;
             }
             // Retire an old replica when enough others are ready.
             if old > 0 && old_ready + new_ready > want.saturating_sub(unavailable) {
@@ -265,8 +283,8 @@ impl Rollout {
                 return Err(Stop {
                     outcome: Outcome::RolledBack,
                     reason: format!(
-                        "{new_ready} of {want} new replicas ready after {:?}",
-                        self.settings.ready_deadline
+                        "{new_ready} of {want} new replicas ready: no progress within \
+                         {ready_deadline:?} (progress deadline)"
                     ),
                 });
             }
@@ -654,19 +672,27 @@ impl Rollout {
         for index in have..want {
             self.start_replica(release, index).await?;
         }
-        let deadline = Instant::now() + self.settings.ready_deadline;
+        // The deadline is for progress: it starts again whenever one more replica is ready.
+        let ready_deadline = self.settings.ready_deadline_of(release);
+        let mut deadline = Instant::now() + ready_deadline;
+        let mut most_ready = 0;
         loop {
             let ready = self.slot.ready_count(&release.version).await as u32;
             if ready >= want {
                 return Ok(());
+            }
+            if ready > most_ready {
+                most_ready = ready;
+                deadline = Instant::now() + ready_deadline;
             }
             self.fail_on_crash_loop().await?;
             if Instant::now() > deadline {
                 return Err(Stop {
                     outcome: Outcome::RolledBack,
                     reason: format!(
-                        "{ready} of {want} replicas of {} ready after {:?}",
-                        release.version, self.settings.ready_deadline
+                        "{ready} of {want} replicas of {} ready: no progress within \
+                         {ready_deadline:?} (progress deadline)",
+                        release.version
                     ),
                 });
             }
@@ -748,7 +774,7 @@ pub async fn roll_back(
                 }
             }
             // Wait (bounded) for the stable set before taking the new one away.
-            let deadline = Instant::now() + settings.ready_deadline;
+            let deadline = Instant::now() + settings.ready_deadline_of(stable);
             while (slot.ready_count(&stable.version).await as u32) < want
                 && Instant::now() < deadline
             {

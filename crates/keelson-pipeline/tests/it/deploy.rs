@@ -59,6 +59,7 @@ fn a_full_deployment_loads_into_the_model_and_the_plan() {
     assert_eq!(web.replicas, 2);
     assert_eq!(web.port, None);
     assert_eq!(web.max_connections, Some(6));
+    assert_eq!(web.progress_deadline, Some(Duration::from_secs(300)));
     assert_eq!(web.env["HELLO_ADDR"], "127.0.0.1:${PORT}");
     assert_eq!(web.env["RUST_LOG"], "info");
     assert_eq!(
@@ -100,6 +101,7 @@ fn a_full_deployment_loads_into_the_model_and_the_plan() {
 
     let worker = &config.services["worker"];
     assert_eq!(worker.max_connections, None, "unset: no cap");
+    assert_eq!(worker.progress_deadline, None, "unset: the controller's default");
     assert_eq!(
         worker.run,
         RunSpec::Image {
