@@ -31,14 +31,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use indexmap::IndexMap;
 use keelson_deploy::controller::state::{Deployment, Outcome};
 use keelson_deploy::controller::{
-    Controller, ControllerConfig, DeployError, DeployRequest, ProxyMode, SlotStatus, Source,
-    VersionStatus,
+    Controller, ControllerConfig, DeployError, DeployRequest, ProxyMode, Secrets, SlotStatus,
+    Source, VersionStatus,
 };
 use keelson_deploy::target::ReplicaHandle;
 use keelson_pipeline::deploy::{
     AnalysisSpec, BuiltinMetric, CanaryStep, CmpOp, Condition, Count, DeployConfig, EnvService,
     EnvironmentSpec, HealthCheck, JudgeSpec, MetricCheck, MetricSource, OnRestart, Probe,
-    Resources, RestartSpec, RouteRule, RunSpec, ServiceSpec, StopSpec, Strategy, TargetKind,
+    Resources, RestartSpec, RouteRule, RunSpec, SecretEnv, ServiceSpec, StopSpec, Strategy,
+    TargetKind,
 };
 use tokio::task::JoinHandle;
 
@@ -440,6 +441,17 @@ async fn assert_gone(pids: &[i32]) {
 // Harness
 // ---------------------------------------------------------------------------------------------
 
+/// The one secret the tests use: `log-token`.
+const LOG_TOKEN_VALUE: &str = "s3cr3t-t0ken-4f9a";
+
+struct TestSecrets;
+
+impl Secrets for TestSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        (name == "log-token").then(|| LOG_TOKEN_VALUE.to_string())
+    }
+}
+
 /// A controller on its own state directory, with a project directory holding the release files
 /// and free addresses for the main listener and the preview.
 struct Harness {
@@ -471,6 +483,7 @@ impl Harness {
     fn controller_config(dir: &Path) -> ControllerConfig {
         let mut config = ControllerConfig::new(dir.join("state"), ProxyMode::InProcess);
         config.ready_deadline = Duration::from_secs(30);
+        config.secrets = Arc::new(TestSecrets);
         config
     }
 
@@ -752,6 +765,57 @@ async fn a_release_that_never_gets_ready_is_rolled_back_at_its_progress_deadline
         assert!(took < Duration::from_secs(15), "took {took:?}");
         assert_eq!(tally.failed(), 0);
         assert_only(&h.listen, "r1", 20).await;
+    })
+    .await;
+}
+
+/// `logs` gives each replica's last lines, with the service's secret values masked, bounded by
+/// `tail`; unknown slots and versions are clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_show_each_replica_with_secrets_masked() {
+    with_harness(|h| async move {
+        let mut service = hello_service(2, &[]);
+        service.run = RunSpec::Command {
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo \"token is $LOG_TOKEN\"; exec ./bin/hello-service".into(),
+            ],
+            artifact: None,
+        };
+        service.secrets = vec![SecretEnv {
+            env: "LOG_TOKEN".into(),
+            secret: "log-token".into(),
+        }];
+        h.deploy_ok(h.request(service, None)).await;
+        let logs = h.controller.logs("test", SERVICE, None, 50).await.unwrap();
+        assert_eq!(logs.len(), 2, "{logs:#?}");
+        for (index, log) in logs.iter().enumerate() {
+            assert_eq!((log.version.as_str(), log.index), ("r1", index as u32));
+            assert!(log.replica.is_some() && log.error.is_none(), "{log:#?}");
+            let text = log.lines.join("\n");
+            assert!(text.contains("token is ***"), "{text}");
+            assert!(!text.contains(LOG_TOKEN_VALUE), "{text}");
+            assert!(text.contains("--- keelson: starting"), "{text}");
+        }
+        let last = h
+            .controller
+            .logs("test", SERVICE, Some("r1"), 1)
+            .await
+            .unwrap();
+        assert!(last.iter().all(|l| l.lines.len() == 1), "{last:#?}");
+        let err = h
+            .controller
+            .logs("test", SERVICE, Some("r9"), 10)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("running that version"), "{err}");
+        let err = h
+            .controller
+            .logs("nowhere", SERVICE, None, 10)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no deployment of"), "{err}");
     })
     .await;
 }

@@ -52,6 +52,8 @@ pub enum DeployCommand {
     Approve(WaitArgs),
     /// Deploy an earlier release again (default: the one before the current).
     Rollback(RollbackArgs),
+    /// The last lines each replica of a service wrote (stable, and a rollout's new release).
+    Logs(LogsArgs),
     /// Stop the controller, every deployed service and its proxy.
     Down,
     /// (internal) Run one service's traffic proxy; started by the controller.
@@ -119,6 +121,21 @@ pub struct RollbackArgs {
     pub to: Option<String>,
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub environment: String,
+    pub service: String,
+    /// Only this revision (`3` or `r3`).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Lines per replica (at most 10000).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub tail: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -492,10 +509,79 @@ async fn client_command(command: DeployCommand, data_dir: &Path) -> anyhow::Resu
                 .await?,
             )
         }
+        DeployCommand::Logs(a) => {
+            if a.tail > keelson_deploy::controller::MAX_LOG_TAIL {
+                bail!(
+                    "--tail {}: at most {} lines per replica",
+                    a.tail,
+                    keelson_deploy::controller::MAX_LOG_TAIL
+                );
+            }
+            let version = a
+                .revision
+                .as_deref()
+                .map(|v| {
+                    v.trim_start_matches('r')
+                        .parse::<u64>()
+                        .map(|n| format!("r{n}"))
+                        .with_context(|| {
+                            format!("--revision {v}: expected a revision like 3 or r3")
+                        })
+                })
+                .transpose()?;
+            let response = call(ControlRequest::Logs {
+                environment: a.environment,
+                service: a.service,
+                version,
+                tail: a.tail,
+            })
+            .await?;
+            let ControlResponse::Logs { replicas } = response else {
+                bail!("unexpected answer from the controller");
+            };
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&replicas)?);
+            } else {
+                print!("{}", render_logs(&replicas));
+            }
+            Ok(0)
+        }
         DeployCommand::Daemon(_) | DeployCommand::Proxy(_) | DeployCommand::Down => {
             unreachable!("handled before")
         }
     }
+}
+
+/// Each replica's lines under a `==> VERSION replica INDEX (ID) <==` header.
+fn render_logs(replicas: &[keelson_deploy::controller::ReplicaLog]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if replicas.is_empty() {
+        out.push_str("no replicas\n");
+    }
+    for (i, log) in replicas.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "==> {} replica {}{} <==",
+            log.version,
+            log.index,
+            log.replica
+                .as_deref()
+                .map(|id| format!(" ({id})"))
+                .unwrap_or_else(|| " (not started)".into())
+        );
+        if let Some(error) = &log.error {
+            let _ = writeln!(out, "(cannot read its log: {error})");
+        }
+        for line in &log.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn simple(response: anyhow::Result<ControlResponse>, word: &str) -> anyhow::Result<u8> {

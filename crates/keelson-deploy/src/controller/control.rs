@@ -67,6 +67,12 @@ pub enum ControlRequest {
         who: String,
         wait: bool,
     },
+    Logs {
+        environment: String,
+        service: String,
+        version: Option<String>,
+        tail: usize,
+    },
 }
 
 /// The controller's answer.
@@ -76,6 +82,7 @@ pub enum ControlResponse {
     Deployment { deployment: Box<Deployment> },
     Status { slots: Vec<SlotStatus> },
     History { deployments: Vec<Deployment> },
+    Logs { replicas: Vec<super::ReplicaLog> },
     Done,
     Error { message: String },
 }
@@ -222,6 +229,16 @@ pub async fn execute(controller: &Controller, request: ControlRequest) -> Contro
                     .await?;
                 deployment(controller, &environment, &service, d, wait).await?
             }
+            ControlRequest::Logs {
+                environment,
+                service,
+                version,
+                tail,
+            } => ControlResponse::Logs {
+                replicas: controller
+                    .logs(&environment, &service, version.as_deref(), tail)
+                    .await?,
+            },
         })
     }
     .await;

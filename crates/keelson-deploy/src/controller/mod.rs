@@ -163,6 +163,11 @@ pub enum DeployError {
         service: String,
         state: &'static str,
     },
+    #[error("no deployment of {service} to {environment} on this host")]
+    UnknownSlot {
+        environment: String,
+        service: String,
+    },
     #[error("no revision {revision} of {service} in {environment} to roll back to")]
     UnknownRevision {
         environment: String,
@@ -183,6 +188,24 @@ pub enum DeployError {
     Proxy(#[from] crate::proxy::ProxyError),
     #[error("target: {0}")]
     Target(#[from] crate::target::TargetError),
+}
+
+/// Most lines [`Controller::logs`] returns per replica.
+pub const MAX_LOG_TAIL: usize = 10_000;
+
+/// The last lines of one replica's log (see [`Controller::logs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaLog {
+    /// The version label (`r<revision>`).
+    pub version: String,
+    /// The replica's index in its set.
+    pub index: u32,
+    /// The replica's id (`ENV-SERVICE-VERSION-INDEX`), when it has run.
+    pub replica: Option<String>,
+    /// Oldest first; the service's secret values replaced with `***`.
+    pub lines: Vec<String>,
+    /// Why the log could not be read, if it could not.
+    pub error: Option<String>,
 }
 
 /// What `status` shows for one slot.
@@ -977,6 +1000,95 @@ impl Controller {
         Ok(history)
     }
 
+    /// The last `tail` lines (at most [`MAX_LOG_TAIL`]) of every replica of the slot's stable
+    /// release and of a rollout's new release, or only of `version`. Each of the service's
+    /// secret values (as the controller resolves them now) is replaced with `***` in every
+    /// line, so a service that prints a secret does not leak it through Keelson.
+    pub async fn logs(
+        &self,
+        environment: &str,
+        service: &str,
+        version: Option<&str>,
+        tail: usize,
+    ) -> Result<Vec<ReplicaLog>, DeployError> {
+        let runtime = self
+            .slot_runtime(environment, service)
+            .await
+            .ok_or_else(|| DeployError::UnknownSlot {
+                environment: environment.to_string(),
+                service: service.to_string(),
+            })?;
+        let slot = &runtime.slot;
+        let tail = tail.min(MAX_LOG_TAIL);
+        let state = slot.state.lock().unwrap().clone();
+        let sets: Vec<SetState> = state
+            .stable
+            .into_iter()
+            .chain(state.rollout.map(|r| r.new))
+            .filter(|set| version.is_none_or(|v| v == set.release.version))
+            .collect();
+        if version.is_some() && sets.is_empty() {
+            return Err(DeployError::NothingTo {
+                action: "show logs of",
+                environment: environment.to_string(),
+                service: service.to_string(),
+                state: "running that version",
+            });
+        }
+        let mut out = Vec::new();
+        for set in sets {
+            let live: BTreeMap<u32, Option<crate::target::ReplicaRecord>> = slot
+                .sets
+                .lock()
+                .await
+                .get(&set.release.version)
+                .map(|members| {
+                    members
+                        .iter()
+                        .map(|m| (m.index, m.replica.state().record))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let secrets: Vec<String> = set
+                .release
+                .service
+                .secrets
+                .iter()
+                .filter_map(|s| self.inner.config.secrets.get(&s.secret))
+                .filter(|value| !value.is_empty())
+                .collect();
+            for (index, persisted) in set.replicas.iter().enumerate() {
+                let index = index as u32;
+                // The live record (a restarted replica has a new one), else the persisted one.
+                let record = live
+                    .get(&index)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| persisted.clone());
+                let mut log = ReplicaLog {
+                    version: set.release.version.clone(),
+                    index,
+                    replica: record.as_ref().map(|r| r.id.clone()),
+                    lines: Vec::new(),
+                    error: None,
+                };
+                if let Some(record) = record {
+                    match slot.target.logs(&record, tail).await {
+                        Ok(lines) => {
+                            log.lines = lines
+                                .into_iter()
+                                .map(|line| mask_secrets(line, &secrets))
+                                .collect();
+                        }
+                        Err(e) => log.error = Some(e.to_string()),
+                    }
+                }
+                out.push(log);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every slot's status, optionally filtered.
     pub async fn status(
         &self,
@@ -1274,6 +1386,21 @@ impl Controller {
             }
         }
     }
+}
+
+/// `line` with every occurrence of each secret value replaced with `***`.
+fn mask_secrets(line: String, secrets: &[String]) -> String {
+    if secrets.iter().all(|secret| !line.contains(secret.as_str())) {
+        return line;
+    }
+    let mut masked = line;
+    // Longest first, so a secret that contains another is masked whole.
+    let mut ordered: Vec<&String> = secrets.iter().collect();
+    ordered.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in ordered {
+        masked = masked.replace(secret.as_str(), "***");
+    }
+    masked
 }
 
 fn strategy_name(strategy: &Strategy) -> &'static str {

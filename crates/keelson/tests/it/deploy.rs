@@ -560,6 +560,20 @@ deploy:
         host.history("staging", "web")[0]["digest"],
         "production runs the exact release staging ran"
     );
+    // The replicas' logs, through the CLI.
+    let logs = host.deploy_ok(&["logs", "production", "web", "--tail", "3"]);
+    assert!(
+        logs.contains("==> r1 replica 0 (production-web-r1-0) <=="),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("--- keelson: starting production-web-r1-0"),
+        "{logs}"
+    );
+    let (ok, text) = host.deploy(&["logs", "production", "web", "--revision", "r7"]);
+    assert!(!ok && text.contains("running that version"), "{text}");
+    let (ok, text) = host.deploy(&["logs", "production", "web", "--tail", "20000"]);
+    assert!(!ok && text.contains("at most 10000"), "{text}");
     // A branch production does not take.
     let git = |args: &[&str]| {
         let ok = Command::new("git")
