@@ -1599,6 +1599,76 @@ async fn resumed_canary_keeps_its_weight_after_a_restart() {
     .await;
 }
 
+/// A resumed A/B test routes by its header rule after the controller reopens, and abort then
+/// sends everything back to stable. (The policy restored from state carries the rules and the
+/// sticky cookie; the resumed A/B step sets the same policy again right after, so this test
+/// cannot tell the two apart — it guards the resumed routing as a whole.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resumed_ab_test_keeps_its_header_rule_after_a_restart() {
+    with_harness(|h| async move {
+        let mut env = h.env();
+        env.on_restart = OnRestart::Resume;
+        let mut request = h.request(hello_service(1, &[]), None);
+        request.config = config(hello_service(1, &[]), vec![env]);
+        h.deploy_ok(request.clone()).await;
+        request.strategy = Some(Strategy::AbTest {
+            rules: vec![RouteRule::Header {
+                name: "X-Variant".into(),
+                value: "b".into(),
+            }],
+            weight: 0,
+            analysis: None,
+        });
+        let started = h.controller.deploy(request).await.expect("deploy");
+        h.until_paused("test").await;
+        assert_eq!(
+            burst(&h.listen, 20, 2, &[("X-Variant", "b")])
+                .await
+                .count("r2"),
+            20
+        );
+        h.controller.detach().await;
+        let reopened = Controller::open(Harness::controller_config(h.dir.path()))
+            .await
+            .expect("reopening the controller");
+        let result = AssertUnwindSafe(async {
+            // The in-process proxy went with the detached controller: wait until it serves.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while burst(&h.listen, 4, 1, &[]).await.failed() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let with_header = burst(&h.listen, 40, 2, &[("X-Variant", "b")]).await;
+            let without = burst(&h.listen, 40, 2, &[]).await;
+            println!(
+                "resumed a/b: with header {:?}, without {:?}",
+                with_header.versions, without.versions
+            );
+            assert_eq!(with_header.count("r2"), 40, "{:?}", with_header.samples);
+            assert_eq!(without.count("r1"), 40, "{:?}", without.samples);
+            reopened
+                .abort("test", SERVICE, "test")
+                .await
+                .expect("abort");
+            let done = tokio::time::timeout(
+                DEPLOY_TIMEOUT,
+                reopened.wait("test", SERVICE, started.revision),
+            )
+            .await
+            .expect("in time")
+            .expect("wait");
+            assert_eq!(done.outcome, Some(Outcome::Aborted), "{:?}", done.reason);
+            assert_only(&h.listen, "r1", 20).await;
+        })
+        .catch_unwind()
+        .await;
+        reopened.stop_all().await;
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Docker
 // ---------------------------------------------------------------------------------------------

@@ -367,23 +367,13 @@ impl Controller {
             .as_ref()
             .filter(|_| state.environment_spec.on_restart == OnRestart::Resume)
         {
-            // Resuming: the split stays as it was. (Aborting: stable only, set above.)
-            let stable = state.stable.as_ref().map(|s| s.release.version.clone());
-            if let Some(stable) = &stable {
-                slot.set_policy(Policy {
-                    versions: vec![
-                        (
-                            stable.clone(),
-                            slot::Share::Fixed(100 - rollout.weight.min(100)),
-                        ),
-                        (
-                            rollout.new.release.version.clone(),
-                            slot::Share::Fixed(rollout.weight.min(100)),
-                        ),
-                    ],
-                    fallback: Some(stable.clone()),
-                    ..Policy::default()
-                });
+            // Resuming: the routing stays as it was. (Aborting: stable only, set above.)
+            if let Some(stable) = &state.stable {
+                slot.set_policy(resumed_policy(
+                    &state.service,
+                    &stable.release.version,
+                    rollout,
+                ));
             }
         }
         tokio::spawn(slot.clone().route_forever(runtime.router_stop.clone()));
@@ -1385,6 +1375,46 @@ impl Controller {
                     .await;
             }
         }
+    }
+}
+
+/// The routing of a rollout interrupted by a controller restart, as its strategy had it at the
+/// recorded step: a canary's weight; an A/B test's weight, header/cookie rules and sticky cookie;
+/// a blue-green set on the preview address only; rolling's per-replica spread.
+fn resumed_policy(service: &str, stable: &str, rollout: &RolloutState) -> Policy {
+    let new = rollout.new.release.version.clone();
+    let weight = rollout.weight.min(100);
+    let weighted = vec![
+        (stable.to_string(), slot::Share::Fixed(100 - weight)),
+        (new.clone(), slot::Share::Fixed(weight)),
+    ];
+    match &rollout.deployment.strategy {
+        Strategy::AbTest { rules, .. } => Policy {
+            versions: weighted,
+            rules: rules.iter().map(|r| (r.clone(), new.clone())).collect(),
+            sticky_cookie: Some(format!("keelson-{service}")),
+            fallback: Some(stable.to_string()),
+            preview: None,
+        },
+        Strategy::BlueGreen { .. } => Policy {
+            versions: vec![(stable.to_string(), slot::Share::PerReplica)],
+            preview: Some(new),
+            fallback: Some(stable.to_string()),
+            ..Policy::default()
+        },
+        Strategy::Rolling { .. } => Policy {
+            versions: vec![
+                (stable.to_string(), slot::Share::PerReplica),
+                (new, slot::Share::PerReplica),
+            ],
+            fallback: Some(stable.to_string()),
+            ..Policy::default()
+        },
+        Strategy::Canary { .. } | Strategy::Recreate => Policy {
+            versions: weighted,
+            fallback: Some(stable.to_string()),
+            ..Policy::default()
+        },
     }
 }
 
