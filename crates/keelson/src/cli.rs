@@ -193,6 +193,22 @@ pub enum RemoteCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// List a project's recorded deployments, newest first.
+    Deployments {
+        /// Project name.
+        project: String,
+        /// Only deployments to this environment.
+        #[arg(long, short = 'e', value_name = "ENV")]
+        environment: Option<String>,
+        /// At most this many (default: the server's, 50).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Print the list as JSON (the API's `DeploymentInfo` objects).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,18 @@
 //! The server's command-line client: `keelson project …` and `keelson remote …`, over the
 //! `/api/v1` REST API (server from `KEELSON_SERVER`, token from `KEELSON_TOKEN`).
+//!
+//! Text the server stores for others (reasons, names) is printed with control characters
+//! replaced, so a hostile value cannot move the cursor or recolour the terminal; `--json` prints
+//! the API's values unchanged (JSON-escaped).
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use keelson_api::{
-    ApiError, CreateProject, JobState, LogLineInfo, LogStream, ProjectInfo, RunInfo, StartRun,
+    ApiError, CreateProject, DeploymentInfo, JobState, LogLineInfo, LogStream, ProjectInfo,
+    RunInfo, StartRun,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -218,6 +224,108 @@ fn url_escape(text: &str) -> String {
         .collect()
 }
 
+/// The API path listing `project`'s deployments with the given filter.
+fn deployments_path(project: &str, environment: Option<&str>, limit: Option<u32>) -> String {
+    let mut query = Vec::new();
+    if let Some(environment) = environment {
+        query.push(format!("environment={}", url_escape(environment)));
+    }
+    if let Some(limit) = limit {
+        query.push(format!("limit={limit}"));
+    }
+    let mut path = format!("/api/v1/projects/{}/deployments", url_escape(project));
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    path
+}
+
+/// `text` safe to print in a table cell: control characters (line breaks, escape sequences)
+/// as spaces, runs of white space as one, `-` when empty.
+fn terminal_cell(text: &str) -> String {
+    let mut cell = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if !(c == ' ' && (cell.is_empty() || cell.ends_with(' '))) {
+            cell.push(c);
+        }
+    }
+    let cell = cell.trim_end();
+    if cell.is_empty() {
+        "-".to_string()
+    } else {
+        cell.to_string()
+    }
+}
+
+/// The deployments as a table, newest first as given; the reason last (only for deployments
+/// that did not succeed), on one line.
+fn render_deployments(deployments: &[DeploymentInfo]) -> String {
+    const HEADERS: [&str; 10] = [
+        "STARTED",
+        "ENVIRONMENT",
+        "SERVICE",
+        "REV",
+        "STATE",
+        "STRATEGY",
+        "COMMIT",
+        "BY",
+        "RUN",
+        "REASON",
+    ];
+    let rows: Vec<[String; 10]> = deployments
+        .iter()
+        .map(|info| {
+            let record = &info.deployment;
+            let reason = match record.state {
+                keelson_api::DeploymentState::Succeeded => String::new(),
+                _ => terminal_cell(record.reason.as_deref().unwrap_or_default()),
+            };
+            [
+                keelson_core::time::rfc3339_utc_ms(record.started_at),
+                terminal_cell(&record.environment),
+                terminal_cell(&record.service),
+                record.revision.to_string(),
+                record.state.as_str().to_string(),
+                terminal_cell(&record.strategy),
+                terminal_cell(short(record.commit.as_deref())),
+                terminal_cell(&record.requested_by),
+                format!("{} (#{})", info.run_id, info.run_number),
+                reason,
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|header| header.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (index, cell) in cells.iter().enumerate() {
+            if index + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<width$}  ", width = widths[index]);
+            }
+        }
+        text.push_str(out.trim_end());
+        text.push('\n');
+    };
+    line(&HEADERS);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    text
+}
+
 fn exit_for(state: JobState) -> u8 {
     if state == JobState::Succeeded {
         EXIT_OK
@@ -313,6 +421,131 @@ pub fn remote_command(command: &RemoteCommand) -> anyhow::Result<u8> {
                 ));
                 Ok(EXIT_OK)
             }
+            RemoteCommand::Deployments {
+                project,
+                environment,
+                limit,
+                json,
+                remote,
+            } => {
+                let client = Client::new(remote)?;
+                let path = deployments_path(project, environment.as_deref(), *limit);
+                let deployments: Vec<DeploymentInfo> =
+                    client.call(Method::GET, &path, None::<&()>).await?;
+                if *json {
+                    let mut text = serde_json::to_string_pretty(&deployments)
+                        .context("writing the deployments as JSON")?;
+                    text.push('\n');
+                    out(&text);
+                } else if deployments.is_empty() {
+                    out(&match environment {
+                        Some(environment) => {
+                            format!("no deployments of {project} to {environment} yet\n")
+                        }
+                        None => format!("no deployments of {project} yet\n"),
+                    });
+                } else {
+                    out(&render_deployments(&deployments));
+                }
+                Ok(EXIT_OK)
+            }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use keelson_api::{DeploymentInfo, DeploymentRecord, DeploymentState};
+
+    use super::{deployments_path, render_deployments, terminal_cell};
+
+    #[test]
+    fn the_deployments_path_escapes_the_project_and_the_filter() {
+        let cases: &[(&str, Option<&str>, Option<u32>, &str)] = &[
+            ("shop", None, None, "/api/v1/projects/shop/deployments"),
+            (
+                "shop",
+                Some("staging"),
+                None,
+                "/api/v1/projects/shop/deployments?environment=staging",
+            ),
+            (
+                "shop",
+                Some("a b&c"),
+                Some(5),
+                "/api/v1/projects/shop/deployments?environment=a%20b%26c&limit=5",
+            ),
+            (
+                "x/y",
+                None,
+                Some(1),
+                "/api/v1/projects/x%2Fy/deployments?limit=1",
+            ),
+        ];
+        for (project, environment, limit, expected) in cases {
+            assert_eq!(
+                deployments_path(project, *environment, *limit),
+                *expected,
+                "{project} {environment:?} {limit:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cells_lose_control_characters() {
+        let cases: &[(&str, &str)] = &[
+            ("", "-"),
+            ("plain", "plain"),
+            ("two\nlines\r\n", "two lines"),
+            ("\u{1b}[2J\u{1b}[31mred", "[2J [31mred"),
+            ("tab\tand  spaces", "tab and spaces"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(terminal_cell(text), *expected, "{text:?}");
+        }
+    }
+
+    fn info(environment: &str, state: DeploymentState, reason: Option<&str>) -> DeploymentInfo {
+        DeploymentInfo {
+            id: 1,
+            project: "shop".into(),
+            run_id: 17,
+            run_number: 3,
+            job: "deploy".into(),
+            attempt: 1,
+            deployment: DeploymentRecord {
+                environment: environment.into(),
+                service: "web".into(),
+                revision: 2,
+                strategy: "canary".into(),
+                commit: Some("0123456789abcdef".into()),
+                branch: None,
+                digest: "sha256:00".into(),
+                requested_by: "alice".into(),
+                state,
+                reason: reason.map(str::to_string),
+                started_at: 1_795_427_629_123,
+                finished_at: None,
+            },
+            recorded_at: 0,
+        }
+    }
+
+    #[test]
+    fn deployments_render_as_an_aligned_table_with_the_reason_last() {
+        let table = render_deployments(&[
+            info(
+                "production",
+                DeploymentState::RolledBack,
+                Some("error rate\n0.2 > 0.05\u{1b}[0m"),
+            ),
+            info("qa", DeploymentState::Succeeded, Some("ignored")),
+        ]);
+        let expected = "\
+STARTED               ENVIRONMENT  SERVICE  REV  STATE        STRATEGY  COMMIT        BY     RUN      REASON
+2026-11-23T09:53:49Z  production   web      2    rolled-back  canary    0123456789ab  alice  17 (#3)  error rate 0.2 > 0.05 [0m
+2026-11-23T09:53:49Z  qa           web      2    succeeded    canary    0123456789ab  alice  17 (#3)
+";
+        assert_eq!(table, expected);
+    }
 }

@@ -1,14 +1,18 @@
 //! The web UI: server-rendered pages (askama templates in `templates/`, one stylesheet and one
 //! small script in `static/`, both embedded in the binary).
 //!
-//! Pages: `/login`, `/` (projects), `/projects/{name}` (runs, "Run now"), `/runs/{id}` (header,
-//! job DAG, log with ANSI colours, live updates, re-run / cancel), `/agents`. Form posts:
+//! Pages: `/login`, `/` (projects), `/projects/{name}` (runs, "Run now", the latest deployment
+//! of each environment and service), `/projects/{name}/deployments` (deployment history, optional
+//! `?environment=`), `/runs/{id}` (header, job DAG, log with ANSI colours, live updates, re-run /
+//! cancel), `/agents`. Form posts:
 //! `/login`, `/logout`, `/projects/{name}/run`, `/runs/{id}/cancel`, `/runs/{id}/rerun`.
 //!
 //! Invariants:
 //! - Every page but `/login` and `/static/*` needs a caller (session cookie or bearer token);
 //!   without one a page redirects to `/login`. Roles are checked exactly as by the API: the form
-//!   posts call the API's handlers ([`crate::api`]) with the same caller.
+//!   posts call the API's handlers ([`crate::api`]) with the same caller, and the pages use the
+//!   API's project lookup ([`crate::api::project_for`]) and query parsing (e.g.
+//!   [`crate::api::DeploymentQuery`]), so a page answers the same 404 / 400 as its API route.
 //! - Every form post that changes state carries the session's CSRF token (`_csrf`), checked with
 //!   [`Caller::check_csrf_form`] before anything happens; posts whose `Origin` names another host
 //!   are refused too. The login form has no session yet: it relies on the `Origin` check and on
@@ -31,7 +35,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -41,12 +45,12 @@ use axum::{Form, Json, Router};
 use keelson_api::{AgentInfo, Role, StartRun};
 use serde::Deserialize;
 
-use crate::api::{LogQuery, read_run_log, run_for};
+use crate::api::{DeploymentQuery, LogQuery, read_run_log, run_for};
 use crate::auth::{self, Caller, SESSION_COOKIE, csrf_token, new_token, token_hash};
-use crate::convert::run_info;
+use crate::convert::{deployment_info, run_info};
 use crate::error::{Answer, Failure};
 use crate::state::AppState;
-use view::{JobView, LineView, RunView, iso_utc};
+use view::{DeploymentView, JobView, LineView, RunView, iso_utc};
 
 /// How long a browser session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
@@ -54,6 +58,12 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(300);
 /// The most log lines the run page renders (the API pages through the rest).
 pub const MAX_PAGE_LOG_LINES: u32 = 10_000;
+/// The most deployments the deployments page lists (newest first).
+pub const MAX_PAGE_DEPLOYMENTS: u32 = 200;
+/// How many of a project's newest deployments the project page looks through for the latest
+/// one of each environment and service (a slot last deployed before them is not shown there; the
+/// deployments page filtered by environment still lists it).
+pub const PROJECT_PAGE_DEPLOYMENT_WINDOW: u32 = keelson_store::MAX_DEPLOYMENT_LIST;
 
 const STYLESHEET: &str = include_str!("../../static/ui.css");
 const RUN_SCRIPT: &str = include_str!("../../static/run.js");
@@ -69,6 +79,7 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/projects/{project}", get(project_page))
         .route("/projects/{project}/run", post(run_now))
+        .route("/projects/{project}/deployments", get(deployments_page))
         .route("/runs/{run}", get(run_page))
         .route("/runs/{run}/cancel", post(cancel))
         .route("/runs/{run}/rerun", post(rerun))
@@ -525,7 +536,26 @@ struct ProjectTemplate {
     name: String,
     repository: String,
     runs: Vec<RunView>,
+    deployments: Vec<DeploymentView>,
     can_run: bool,
+}
+
+/// The project's deployments, newest first, as wire values (the store's rows checked).
+async fn project_deployments(
+    state: &AppState,
+    project: &keelson_store::Project,
+    environment: Option<&str>,
+    limit: u32,
+) -> Result<Vec<keelson_api::DeploymentInfo>, PageError> {
+    let stored = state
+        .store()
+        .list_deployments(project.id, environment, limit)
+        .await?;
+    let infos = stored
+        .into_iter()
+        .map(|deployment| deployment_info(deployment, &project.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(infos)
 }
 
 async fn project_page(
@@ -542,12 +572,64 @@ async fn project_page(
         .iter()
         .map(|run| RunView::new(&run_info(run, &project.name, &[]), now))
         .collect();
+    let recent =
+        project_deployments(&state, &project, None, PROJECT_PAGE_DEPLOYMENT_WINDOW).await?;
+    let deployments = view::latest_per_slot(&recent)
+        .into_iter()
+        .map(DeploymentView::new)
+        .collect();
     let page = ProjectTemplate {
         layout: Layout::for_caller(project.name.clone(), &caller),
         name: project.name,
         repository: project.repository,
         runs,
+        deployments,
         can_run: role >= Role::Developer,
+    };
+    Ok(Html(page.render()?).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "deployments.html")]
+struct DeploymentsTemplate {
+    layout: Layout,
+    name: String,
+    environment: Option<String>,
+    limit: u32,
+    deployments: Vec<DeploymentView>,
+}
+
+/// `/projects/{name}/deployments`: the project's deployment history, newest first. Takes the
+/// API route's query (`environment=`, `limit=`, parsed by [`DeploymentQuery::parse`], so bad
+/// values are the same `400`); shows at most [`MAX_PAGE_DEPLOYMENTS`].
+async fn deployments_page(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(name): Path<String>,
+    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Page {
+    let (project, _) = crate::api::project_for(&state, &caller, &name, Role::Viewer).await?;
+    let Query(pairs) = pairs.map_err(|rejection| {
+        Failure::invalid(format!("malformed query: {}", rejection.body_text()))
+    })?;
+    let query = DeploymentQuery::parse(&pairs)?;
+    let limit = if pairs.iter().any(|(key, _)| key == "limit") {
+        query.limit.min(MAX_PAGE_DEPLOYMENTS)
+    } else {
+        MAX_PAGE_DEPLOYMENTS
+    };
+    let deployments =
+        project_deployments(&state, &project, query.environment.as_deref(), limit).await?;
+    let title = match &query.environment {
+        Some(environment) => format!("{} · deployments to {environment}", project.name),
+        None => format!("{} · deployments", project.name),
+    };
+    let page = DeploymentsTemplate {
+        layout: Layout::for_caller(title, &caller),
+        name: project.name,
+        environment: query.environment,
+        limit,
+        deployments: deployments.iter().map(DeploymentView::new).collect(),
     };
     Ok(Html(page.render()?).into_response())
 }

@@ -4,7 +4,7 @@
 //! for log lines, which [`super::ansi::to_html`] has already escaped.
 
 use chrono::{DateTime, Utc};
-use keelson_api::{LogLineInfo, LogStream, RunInfo};
+use keelson_api::{DeploymentInfo, LogLineInfo, LogStream, RunInfo};
 
 use super::ansi;
 use super::dag;
@@ -200,9 +200,142 @@ impl LineView {
     }
 }
 
+/// The most characters of a deployment's reason a table cell shows (the whole text is in the
+/// cell's `title`).
+pub const MAX_REASON_CELL_CHARS: usize = 120;
+
+/// `text` on one line (line breaks and other control characters as spaces, runs of white space
+/// as one) and cut to at most `max` characters, ending in `…` when cut.
+pub fn one_line_excerpt(text: &str, max: usize) -> String {
+    let mut flat = String::with_capacity(text.len().min(max * 4));
+    let mut last_space = true;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            if !last_space {
+                flat.push(' ');
+                last_space = true;
+            }
+        } else {
+            flat.push(c);
+            last_space = false;
+        }
+    }
+    let flat = flat.trim_end();
+    if flat.chars().count() <= max {
+        return flat.to_string();
+    }
+    let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
+/// One stored deployment as a row of the deployment tables.
+#[derive(Debug, Clone)]
+pub struct DeploymentView {
+    /// The environment.
+    pub environment: String,
+    /// The environment, percent-encoded for a `?environment=` link.
+    pub environment_query: String,
+    /// The service.
+    pub service: String,
+    /// The release's revision in the environment.
+    pub revision: u64,
+    /// `succeeded`, `failed`, `rolled-back`, `aborted` or `pending` (also the CSS class suffix).
+    pub state: &'static str,
+    /// Short commit, or `—`.
+    pub commit: String,
+    /// The full commit, or empty.
+    pub commit_full: String,
+    /// The branch, or empty.
+    pub branch: String,
+    /// The strategy's name.
+    pub strategy: String,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// When the rollout started (UTC ISO).
+    pub started: String,
+    /// How long it took, or `—` while pending.
+    pub duration: String,
+    /// The reason on one line, cut to [`MAX_REASON_CELL_CHARS`]; empty when it succeeded or
+    /// gave none.
+    pub reason_excerpt: String,
+    /// The whole reason (empty when the excerpt is).
+    pub reason_full: String,
+    /// The run that deployed it (the `/runs/{id}` address).
+    pub run_id: i64,
+    /// That run's number within the project.
+    pub run_number: i64,
+    /// The pipeline job that deployed it.
+    pub job: String,
+    /// The release's digest.
+    pub digest: String,
+}
+
+impl DeploymentView {
+    /// The view of `info`.
+    pub fn new(info: &DeploymentInfo) -> DeploymentView {
+        let record = &info.deployment;
+        let reason = match (&record.reason, record.state) {
+            (Some(reason), state) if state != keelson_api::DeploymentState::Succeeded => {
+                reason.as_str()
+            }
+            _ => "",
+        };
+        DeploymentView {
+            environment: record.environment.clone(),
+            environment_query: super::percent_encode(&record.environment),
+            service: record.service.clone(),
+            revision: record.revision,
+            state: record.state.as_str(),
+            commit: short_commit(record.commit.as_deref()),
+            commit_full: record.commit.clone().unwrap_or_default(),
+            branch: record.branch.clone().unwrap_or_default(),
+            strategy: record.strategy.clone(),
+            requested_by: record.requested_by.clone(),
+            started: iso_utc(record.started_at),
+            duration: record.finished_at.map_or_else(
+                || "—".to_string(),
+                |finished| duration_text(finished - record.started_at),
+            ),
+            reason_excerpt: one_line_excerpt(reason, MAX_REASON_CELL_CHARS),
+            reason_full: reason.to_string(),
+            run_id: info.run_id,
+            run_number: info.run_number,
+            job: info.job.clone(),
+            digest: record.digest.clone(),
+        }
+    }
+}
+
+/// The newest deployment of each environment and service among `newest_first` (a list ordered
+/// newest first, as the store gives it), sorted by environment, then service.
+pub fn latest_per_slot(newest_first: &[DeploymentInfo]) -> Vec<&DeploymentInfo> {
+    let mut seen = std::collections::HashSet::new();
+    let mut latest: Vec<&DeploymentInfo> = newest_first
+        .iter()
+        .filter(|info| {
+            seen.insert((
+                info.deployment.environment.as_str(),
+                info.deployment.service.as_str(),
+            ))
+        })
+        .collect();
+    latest.sort_by(|a, b| {
+        (&a.deployment.environment, &a.deployment.service)
+            .cmp(&(&b.deployment.environment, &b.deployment.service))
+    });
+    latest
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{duration_text, iso_utc, short_commit, span_text};
+    use keelson_api::{DeploymentInfo, DeploymentRecord, DeploymentState};
+
+    use super::{
+        DeploymentView, duration_text, iso_utc, latest_per_slot, one_line_excerpt, short_commit,
+        span_text,
+    };
 
     #[test]
     fn timestamps_are_utc_iso() {
@@ -237,5 +370,92 @@ mod tests {
         assert_eq!(span_text(None, None, 9_000), "—");
         assert_eq!(short_commit(Some("0123456789abcdef")), "0123456789");
         assert_eq!(short_commit(None), "—");
+    }
+
+    #[test]
+    fn reasons_are_flattened_and_cut_on_character_boundaries() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("", 10, ""),
+            ("short", 10, "short"),
+            ("line one\nline two\r\n\tend", 40, "line one line two end"),
+            ("  padded  ", 40, "padded"),
+            ("exactly ten", 11, "exactly ten"),
+            ("a much longer reason", 10, "a much lo…"),
+            ("word     gap and more", 6, "word…"),
+            ("ééééééééééé", 5, "éééé…"),
+            ("bell\u{7}and\u{1b}[31mescape", 40, "bell and [31mescape"),
+        ];
+        for (text, max, expected) in cases {
+            assert_eq!(one_line_excerpt(text, *max), *expected, "{text:?} to {max}");
+        }
+    }
+
+    fn info(id: i64, environment: &str, service: &str, state: DeploymentState) -> DeploymentInfo {
+        DeploymentInfo {
+            id,
+            project: "shop".into(),
+            run_id: 100 + id,
+            run_number: id,
+            job: format!("deploy-{environment}"),
+            attempt: 1,
+            deployment: DeploymentRecord {
+                environment: environment.into(),
+                service: service.into(),
+                revision: id as u64,
+                strategy: "canary".into(),
+                commit: Some("0123456789abcdef".into()),
+                branch: Some("main".into()),
+                digest: "sha256:00".into(),
+                requested_by: "alice".into(),
+                state,
+                reason: Some("error rate 0.2 > 0.05".into()),
+                started_at: 1_000 * id,
+                finished_at: Some(1_000 * id + 2_500),
+            },
+            recorded_at: 1_000 * id + 3_000,
+        }
+    }
+
+    #[test]
+    fn the_latest_deployment_of_each_slot_is_kept_in_name_order() {
+        let newest_first = [
+            info(5, "staging", "web", DeploymentState::RolledBack),
+            info(4, "production", "web", DeploymentState::Succeeded),
+            info(3, "staging", "web", DeploymentState::Succeeded),
+            info(2, "staging", "api", DeploymentState::Failed),
+            info(1, "production", "web", DeploymentState::Succeeded),
+        ];
+        let ids: Vec<i64> = latest_per_slot(&newest_first)
+            .iter()
+            .map(|info| info.id)
+            .collect();
+        assert_eq!(ids, [4, 2, 5]);
+        assert!(latest_per_slot(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_row_shows_a_reason_only_when_it_did_not_succeed() {
+        let failed = DeploymentView::new(&info(2, "staging", "api", DeploymentState::Failed));
+        assert_eq!(failed.state, "failed");
+        assert_eq!(failed.reason_excerpt, "error rate 0.2 > 0.05");
+        assert_eq!(failed.reason_full, "error rate 0.2 > 0.05");
+        assert_eq!(failed.commit, "0123456789");
+        assert_eq!(failed.started, "1970-01-01T00:00:02Z");
+        assert_eq!(failed.duration, "2s");
+        assert_eq!(failed.run_id, 102);
+        let succeeded =
+            DeploymentView::new(&info(4, "production", "web", DeploymentState::Succeeded));
+        assert_eq!(
+            (
+                succeeded.reason_excerpt.as_str(),
+                succeeded.reason_full.as_str()
+            ),
+            ("", "")
+        );
+        let mut pending = info(6, "qa env&x", "web", DeploymentState::Pending);
+        pending.deployment.finished_at = None;
+        let pending = DeploymentView::new(&pending);
+        assert_eq!(pending.duration, "—");
+        assert_eq!(pending.environment_query, "qa%20env%26x");
     }
 }

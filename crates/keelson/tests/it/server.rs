@@ -930,3 +930,198 @@ deploy:
     assert_eq!(bad_limit.0, 400, "{bad_limit:?}");
     assert_eq!(bad_limit.1["code"], "invalid_request");
 }
+
+#[test]
+fn remote_deployments_lists_a_projects_deployments_as_a_table_and_as_json() {
+    let repo = Repo::new(TWO_JOBS);
+    let server = Server::start(&repo.base.join("server"), &["--no-agent"]);
+    for name in ["shop", "quiet"] {
+        server.admin(
+            "POST",
+            "/api/v1/projects",
+            Some(json!({"name": name, "repository": repo.bare.display().to_string()})),
+        );
+    }
+    let run = server.admin("POST", "/api/v1/projects/shop/runs", Some(json!({})))["id"]
+        .as_i64()
+        .unwrap();
+    // Deployments reported by the job's lease holder, as a deploy job's agent does.
+    let agent = server.agent_token("ci");
+    let (status, _) = server.call(
+        "POST",
+        "/api/v1/agent/register",
+        Some(&agent),
+        Some(json!({"name": "deployer", "labels": []})),
+    );
+    assert_eq!(status, 200);
+    let (status, lease) = server.call(
+        "POST",
+        "/api/v1/agent/lease",
+        Some(&agent),
+        Some(json!({"agent": "deployer", "wait_ms": 10_000})),
+    );
+    assert_eq!(status, 200, "{lease}");
+    let record = |environment: &str, revision: u64, state: &str, reason: Value, at: i64| {
+        json!({
+            "environment": environment,
+            "service": "web",
+            "revision": revision,
+            "strategy": "blue-green",
+            "commit": "89abcdef0123456789abcdef0123456789abcdef",
+            "branch": "main",
+            "digest": format!("sha256:{}", "ef".repeat(32)),
+            "requested_by": "shop run #1",
+            "state": state,
+            "reason": reason,
+            "started_at": at,
+            "finished_at": at + 1_000,
+        })
+    };
+    let (status, answer) = server.call(
+        "POST",
+        &format!("/api/v1/agent/jobs/{}/deployments", lease["job_id"]),
+        Some(&agent),
+        Some(json!({
+            "attempt": lease["attempt"],
+            "job": "deploy",
+            "deployments": [
+                record("staging", 1, "succeeded", Value::Null, 1_795_427_629_000),
+                record(
+                    "production",
+                    1,
+                    "rolled-back",
+                    json!("health check failed\n\tGET /health: 503"),
+                    1_795_427_700_000,
+                ),
+            ],
+        })),
+    );
+    assert_eq!(status, 204, "{answer}");
+
+    let cli = |args: &[&str], token: &str| {
+        let output = keelson()
+            .args(["remote", "deployments"])
+            .args(args)
+            .env("KEELSON_SERVER", &server.url)
+            .env("KEELSON_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    // The table: newest first, the reason flattened onto its row.
+    let (code, out, err) = cli(&["shop"], ADMIN);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let columns = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        columns(lines[0]),
+        [
+            "STARTED",
+            "ENVIRONMENT",
+            "SERVICE",
+            "REV",
+            "STATE",
+            "STRATEGY",
+            "COMMIT",
+            "BY",
+            "RUN",
+            "REASON"
+        ],
+        "{out}"
+    );
+    let run_column = format!("{run} (#1)");
+    assert!(
+        lines[1].starts_with("2026-11-23T09:55:00Z  production")
+            && lines[1].contains("rolled-back  blue-green  89abcdef0123  shop run #1")
+            && lines[1].contains(&run_column)
+            && lines[1].ends_with("health check failed GET /health: 503"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("2026-11-23T09:53:49Z  staging")
+            && lines[2].contains("succeeded")
+            && lines[2].ends_with(&run_column),
+        "{out}"
+    );
+    assert!(!out.contains('\t'), "the reason is on one line: {out:?}");
+
+    // The filter and the limit reach the server.
+    let (code, out, err) = cli(&["shop", "--environment", "staging"], ADMIN);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("staging") && !out.contains("production"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["shop", "--limit", "1"], ADMIN);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("production"), "{out}");
+
+    // JSON: the API's objects, unchanged.
+    let (code, out, err) = cli(&["shop", "--json", "-e", "production"], ADMIN);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "{out}");
+    assert_eq!(listed[0]["environment"], "production");
+    assert_eq!(listed[0]["state"], "rolled-back");
+    assert_eq!(listed[0]["run_id"], run);
+    assert_eq!(
+        listed[0]["reason"],
+        "health check failed\n\tGET /health: 503"
+    );
+
+    // Nothing yet, bad filters, unknown projects and callers without access fail clearly.
+    let (code, out, _) = cli(&["quiet"], ADMIN);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "no deployments of quiet yet\n")
+    );
+    let (code, out, _) = cli(&["shop", "-e", "qa"], ADMIN);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "no deployments of shop to qa yet\n")
+    );
+    for (args, says) in [
+        (
+            &["shop", "--environment", "Not A Name"][..],
+            "must be an environment name",
+        ),
+        (&["shop", "--limit", "0"][..], "`limit` must be"),
+        (&["nope"][..], "no project named `nope`"),
+    ] {
+        let (code, out, err) = cli(args, ADMIN);
+        assert_ne!(code, Some(0), "{args:?}: {out}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    let (code, _, err) = cli(&["shop", "--limit", "many"], ADMIN);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--limit"), "{err}");
+    let (_, created) = server.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(ADMIN),
+        Some(json!({"name": "quiet-only", "project": "quiet"})),
+    );
+    let quiet_only = created["token"].as_str().expect("a token").to_string();
+    let (code, out, err) = cli(&["shop"], &quiet_only);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        err.contains("no project named `shop`") && out.is_empty(),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["shop"], "kt_not-a-real-token");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("unauthenticated"), "{err}");
+}
