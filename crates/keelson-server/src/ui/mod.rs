@@ -60,10 +60,6 @@ pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(300);
 pub const MAX_PAGE_LOG_LINES: u32 = 10_000;
 /// The most deployments the deployments page lists (newest first).
 pub const MAX_PAGE_DEPLOYMENTS: u32 = 200;
-/// How many of a project's newest deployments the project page looks through for the latest
-/// one of each environment and service (a slot last deployed before them is not shown there; the
-/// deployments page filtered by environment still lists it).
-pub const PROJECT_PAGE_DEPLOYMENT_WINDOW: u32 = keelson_store::MAX_DEPLOYMENT_LIST;
 
 const STYLESHEET: &str = include_str!("../../static/ui.css");
 const RUN_SCRIPT: &str = include_str!("../../static/run.js");
@@ -572,10 +568,14 @@ async fn project_page(
         .iter()
         .map(|run| RunView::new(&run_info(run, &project.name, &[]), now))
         .collect();
-    let recent =
-        project_deployments(&state, &project, None, PROJECT_PAGE_DEPLOYMENT_WINDOW).await?;
-    let deployments = view::latest_per_slot(&recent)
+    let deployments = state
+        .store()
+        .latest_deployments(project.id)
+        .await?
         .into_iter()
+        .map(|deployment| deployment_info(deployment, &project.name))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
         .map(DeploymentView::new)
         .collect();
     let page = ProjectTemplate {

@@ -308,33 +308,12 @@ impl DeploymentView {
     }
 }
 
-/// The newest deployment of each environment and service among `newest_first` (a list ordered
-/// newest first, as the store gives it), sorted by environment, then service.
-pub fn latest_per_slot(newest_first: &[DeploymentInfo]) -> Vec<&DeploymentInfo> {
-    let mut seen = std::collections::HashSet::new();
-    let mut latest: Vec<&DeploymentInfo> = newest_first
-        .iter()
-        .filter(|info| {
-            seen.insert((
-                info.deployment.environment.as_str(),
-                info.deployment.service.as_str(),
-            ))
-        })
-        .collect();
-    latest.sort_by(|a, b| {
-        (&a.deployment.environment, &a.deployment.service)
-            .cmp(&(&b.deployment.environment, &b.deployment.service))
-    });
-    latest
-}
-
 #[cfg(test)]
 mod tests {
     use keelson_api::{DeploymentInfo, DeploymentRecord, DeploymentState};
 
     use super::{
-        DeploymentView, duration_text, iso_utc, latest_per_slot, one_line_excerpt, short_commit,
-        span_text,
+        DeploymentView, duration_text, iso_utc, one_line_excerpt, short_commit, span_text,
     };
 
     #[test]
@@ -414,23 +393,6 @@ mod tests {
             },
             recorded_at: 1_000 * id + 3_000,
         }
-    }
-
-    #[test]
-    fn the_latest_deployment_of_each_slot_is_kept_in_name_order() {
-        let newest_first = [
-            info(5, "staging", "web", DeploymentState::RolledBack),
-            info(4, "production", "web", DeploymentState::Succeeded),
-            info(3, "staging", "web", DeploymentState::Succeeded),
-            info(2, "staging", "api", DeploymentState::Failed),
-            info(1, "production", "web", DeploymentState::Succeeded),
-        ];
-        let ids: Vec<i64> = latest_per_slot(&newest_first)
-            .iter()
-            .map(|info| info.id)
-            .collect();
-        assert_eq!(ids, [4, 2, 5]);
-        assert!(latest_per_slot(&[]).is_empty());
     }
 
     #[test]

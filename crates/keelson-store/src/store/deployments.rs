@@ -287,4 +287,40 @@ impl Store {
         });
         Ok(deployments)
     }
+
+    /// The newest deployment of each (environment, service) of the project — what runs where,
+    /// as far as deploy jobs reported — ordered by environment, then service; at most
+    /// [`MAX_DEPLOYMENT_LIST`] of them. "Newest" is the latest `started_at`, ties broken by the
+    /// later row, as in [`Store::list_deployments`].
+    pub async fn latest_deployments(
+        &self,
+        project_id: ProjectId,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments d JOIN runs r ON r.id = d.run_id
+             WHERE d.project_id = $1 AND NOT EXISTS (
+                 SELECT 1 FROM deployments n
+                 WHERE n.project_id = d.project_id AND n.environment = d.environment
+                   AND n.service = d.service
+                   AND (n.started_at > d.started_at
+                        OR (n.started_at = d.started_at AND n.id > d.id)))
+             ORDER BY d.environment, d.service LIMIT $2"
+        );
+        let limit = i64::from(MAX_DEPLOYMENT_LIST);
+        let deployments: Vec<Deployment> = on_backend!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(project_id.0)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(deployment_from_row!(row));
+            }
+            out
+        });
+        Ok(deployments)
+    }
 }

@@ -2742,6 +2742,21 @@ async fn deployments_are_recorded_once_per_key_and_listed_newest_first(db: &Test
             .unwrap()
             .is_empty()
     );
+    // The newest per environment and service: production's pending r2, staging's retry.
+    let latest: Vec<(String, i64, i64)> = store
+        .latest_deployments(run.project_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.environment.clone(), d.revision, d.attempt))
+        .collect();
+    assert_eq!(
+        latest,
+        vec![
+            ("production".to_owned(), 2, 1),
+            ("staging".to_owned(), 1, 2),
+        ]
+    );
     // Another project sees none of them.
     let other = store
         .create_project("other", "/srv/git/other.git", T0)
@@ -2754,6 +2769,7 @@ async fn deployments_are_recorded_once_per_key_and_listed_newest_first(db: &Test
             .unwrap()
             .is_empty()
     );
+    assert!(store.latest_deployments(other.id).await.unwrap().is_empty());
 }
 
 async fn deployment_input_is_checked_before_writing(db: &TestDb) {
