@@ -101,7 +101,10 @@ fn a_full_deployment_loads_into_the_model_and_the_plan() {
 
     let worker = &config.services["worker"];
     assert_eq!(worker.max_connections, None, "unset: no cap");
-    assert_eq!(worker.progress_deadline, None, "unset: the controller's default");
+    assert_eq!(
+        worker.progress_deadline, None,
+        "unset: the controller's default"
+    );
     assert_eq!(
         worker.run,
         RunSpec::Image {
