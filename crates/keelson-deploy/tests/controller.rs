@@ -1669,6 +1669,29 @@ async fn resumed_ab_test_keeps_its_header_rule_after_a_restart() {
     .await;
 }
 
+/// `stop_recorded` (what `keelson deploy down` does without a controller) stops the replicas the
+/// state lists and starts nothing: a replica that crashed meanwhile stays down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_recorded_stops_listed_replicas_without_restarting_any() {
+    with_harness(|h| async move {
+        h.deploy_ok(h.request(hello_service(2, &[]), None)).await;
+        let running = pids(h.status("test").await.stable.as_ref().unwrap());
+        assert_eq!(running.len(), 2);
+        h.controller.detach().await;
+        // One replica crashes while no controller watches.
+        // SAFETY: kill with a valid signal on a pid this test started.
+        unsafe { libc::kill(running[0], libc::SIGKILL) };
+        let (stopped, errors) =
+            keelson_deploy::controller::stop_recorded(&h.dir.path().join("state")).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(stopped, 2, "the crashed one counts as stopped");
+        assert_gone(&running).await;
+        let leftovers = kill_leftovers(h.dir.path());
+        assert!(leftovers.is_empty(), "something was started: {leftovers:?}");
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Docker
 // ---------------------------------------------------------------------------------------------

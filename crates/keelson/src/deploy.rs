@@ -335,21 +335,14 @@ fn down(data_dir: &Path) -> anyhow::Result<u8> {
         stopped = true;
     }
     if !stopped && state_dir(data_dir).join("slots").is_dir() {
-        // No controller: adopt what its state lists, and stop it.
-        crate::serve::runtime()?.block_on(async {
-            let exe = std::env::current_exe().context("locating the keelson executable")?;
-            let controller = Controller::open(ControllerConfig::new(
-                state_dir(data_dir),
-                ProxyMode::Process {
-                    exe,
-                    args: vec!["deploy".into(), "proxy".into()],
-                },
-            ))
-            .await
-            .context("opening the deploy state")?;
-            controller.stop_all().await;
-            anyhow::Ok(())
-        })?;
+        // No controller: stop what its state lists, without adopting or restarting anything.
+        let (replicas, errors) = crate::serve::runtime()?.block_on(
+            keelson_deploy::controller::stop_recorded(&state_dir(data_dir)),
+        );
+        for error in &errors {
+            eprintln!("warning: {error}");
+        }
+        println!("stopped {replicas} replica(s) recorded in the deploy state");
         stopped = true;
     }
     // Proxies are separate processes: stop those whose admin socket lives under our state dir.
