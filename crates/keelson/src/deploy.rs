@@ -340,7 +340,7 @@ fn down(data_dir: &Path) -> anyhow::Result<u8> {
             keelson_deploy::controller::stop_recorded(&state_dir(data_dir)),
         );
         for error in &errors {
-            eprintln!("warning: {error}");
+            println!("warning: {error}");
         }
         println!("stopped {replicas} replica(s) recorded in the deploy state");
         stopped = true;
