@@ -16,6 +16,13 @@
 //!   of a connection, i.e. roughly a fixed offered rate far below saturation, so the p99 compares
 //!   the latency a request sees rather than the length of the CPU run queue.
 //!
+//! In the same rounds the same loads go through two reference reverse proxies when they are
+//! installed (Debian `haproxy` and `nginx`), each with one thread/worker and keep-alive upstream
+//! connections, so the machine's own limit for one extra HTTP hop is measured beside Keelson's:
+//! a ratio Keelson's proxy misses that the references miss too is the cost of the hop on this
+//! machine, not of this proxy. `KEELSON_BENCH_REFERENCES` (default `haproxy,nginx`, empty for
+//! none) picks them; one not installed is skipped with a printed reason.
+//!
 //! Thread budget (identical for direct and proxied runs; every process exists during both): wrk
 //! one thread, the proxy one runtime thread in this process (current-thread runtime unless
 //! `KEELSON_BENCH_PROXY_RUNTIME=multi`), the backend its own process (hello-service: one thread
@@ -101,6 +108,23 @@ fn main() {
     let proxy_threads = env_number("KEELSON_BENCH_PROXY_THREADS", 1).max(1) as usize;
     let hello_workers = env_number("KEELSON_BENCH_HELLO_WORKERS", 64).clamp(1, 256);
     let wanted = std::env::var("KEELSON_BENCH_BACKENDS").unwrap_or_else(|_| "hello,trivial".into());
+    let wanted_references: Vec<String> = std::env::var("KEELSON_BENCH_REFERENCES")
+        .unwrap_or_else(|_| "haproxy,nginx".into())
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for kind in &wanted_references {
+        match reference_binary(kind) {
+            Some(path) if !path.exists() => println!(
+                "reference {kind}: {} not installed (Debian package `{kind}`); not measured",
+                path.display()
+            ),
+            Some(_) => {}
+            None => panic!("KEELSON_BENCH_REFERENCES: unknown proxy {kind:?} (haproxy, nginx)"),
+        }
+    }
 
     println!(
         "proxy overhead, {} CPU(s); load: wrk -t1 --latency, saturating -c{} and paced -c{} \
@@ -129,8 +153,23 @@ fn main() {
             other => panic!("KEELSON_BENCH_BACKENDS: unknown backend {other:?} (hello, trivial)"),
         };
         let proxy = ProxyThread::start(backend.addr, multi_thread, proxy_threads);
-        reports.push(measure(name, &backend, proxy.addr, &settings));
+        let references: Vec<ReferenceProxy> = wanted_references
+            .iter()
+            .filter_map(|kind| ReferenceProxy::start(kind, backend.addr, scratch.path()))
+            .collect();
+        let mut hops = vec![Hop {
+            label: "keelson".into(),
+            addr: proxy.addr,
+            pid: std::process::id(),
+        }];
+        hops.extend(references.iter().map(|r| Hop {
+            label: r.label.into(),
+            addr: r.addr,
+            pid: r.child.id(),
+        }));
+        reports.push(measure(name, &backend, &hops, &settings));
         proxy.stop();
+        drop(references);
         drop(backend);
     }
     print_reports(&reports, &settings);
@@ -307,66 +346,204 @@ impl ProxyThread {
     }
 }
 
+/// A reference reverse proxy (haproxy or nginx) in front of the same backend, one thread/worker,
+/// keep-alive upstream connections; killed when dropped.
+struct ReferenceProxy {
+    label: &'static str,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for ReferenceProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn reference_binary(kind: &str) -> Option<PathBuf> {
+    match kind {
+        "haproxy" => Some(PathBuf::from("/usr/sbin/haproxy")),
+        "nginx" => Some(PathBuf::from("/usr/sbin/nginx")),
+        _ => None,
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; the reference binds it right after).
+fn free_loopback_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+impl ReferenceProxy {
+    /// Starts `kind` in the foreground as a child process, or `None` when it is not installed.
+    fn start(kind: &str, backend: SocketAddr, scratch: &Path) -> Option<ReferenceProxy> {
+        let exe = reference_binary(kind)?;
+        if !exe.exists() {
+            return None;
+        }
+        let addr = free_loopback_addr();
+        let dir = scratch.join(kind);
+        std::fs::create_dir_all(&dir).expect("reference proxy directory");
+        let (label, mut command) = if kind == "haproxy" {
+            let config = dir.join("haproxy.cfg");
+            std::fs::write(
+                &config,
+                format!(
+                    "global\n  nbthread 1\n  maxconn 4096\n\
+                     defaults\n  mode http\n  option http-keep-alive\n  timeout connect 5s\n  \
+                     timeout client 30s\n  timeout server 30s\n\
+                     frontend bench\n  bind {addr}\n  default_backend app\n\
+                     backend app\n  http-reuse always\n  server s1 {backend}\n"
+                ),
+            )
+            .expect("write haproxy.cfg");
+            let mut command = Command::new(&exe);
+            // -db: stay in the foreground, one process.
+            command.arg("-db").arg("-f").arg(&config);
+            ("haproxy", command)
+        } else {
+            let config = dir.join("nginx.conf");
+            let d = dir.display();
+            std::fs::write(
+                &config,
+                format!(
+                    "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                     error_log {d}/error.log;\nevents {{ worker_connections 4096; }}\n\
+                     http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+                     proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+                     uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+                     upstream app {{ server {backend}; keepalive 128; }}\n  \
+                     server {{\n    listen {addr};\n    location / {{\n      \
+                     proxy_pass http://app;\n      proxy_http_version 1.1;\n      \
+                     proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+                ),
+            )
+            .expect("write nginx.conf");
+            let mut command = Command::new(&exe);
+            command
+                .arg("-p")
+                .arg(&dir)
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-c")
+                .arg(&config);
+            ("nginx", command)
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+        let mut reference = ReferenceProxy { label, addr, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = reference.child.try_wait() {
+                panic!(
+                    "{label} exited early ({status}); config in {}",
+                    dir.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{label} did not listen on {addr} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(reference)
+    }
+}
+
+/// Where the load is sent: straight to the backend, or through a proxy process.
+struct Hop {
+    label: String,
+    addr: SocketAddr,
+    /// The process doing the proxying (this process for Keelson's proxy thread).
+    pid: u32,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Run {
     requests_per_second: f64,
     p99_ms: f64,
-    /// CPU seconds per request of wrk, the backend and the proxy (this process) during the run.
+    /// Answers other than 2xx and socket errors, as wrk counts them.
+    failed: u64,
+    /// CPU seconds per request of wrk, the backend and the proxy process during the run.
     wrk_cpu_us: f64,
     backend_cpu_us: f64,
     proxy_cpu_us: f64,
 }
 
-/// Medians of the rounds of one backend.
+/// Medians of the rounds through one hop.
+struct HopReport {
+    label: String,
+    saturating: Run,
+    paced: Run,
+}
+
+/// Medians of the rounds of one backend: direct, then each proxy.
 struct Report {
     label: &'static str,
     direct: Run,
-    proxied: Run,
     paced_direct: Run,
-    paced_proxied: Run,
+    hops: Vec<HopReport>,
 }
 
-fn measure(name: &str, backend: &BackendProcess, proxy: SocketAddr, s: &Settings) -> Report {
+fn measure(name: &str, backend: &BackendProcess, hops: &[Hop], s: &Settings) -> Report {
     eprintln!("proxy bench: measuring {name} ({})", backend.label);
     // Warm-up: connections, pools, caches, CPU frequency.
-    for addr in [backend.addr, proxy] {
-        wrk(addr, s.connections, 2, None);
+    wrk(backend.addr, s.connections, 2, None);
+    for hop in hops {
+        wrk(hop.addr, s.connections, 2, None);
     }
     let backend_pid = backend.child.id();
-    let mut runs: [Vec<Run>; 4] = Default::default();
+    // Per round, alternating: direct, then each hop; saturating, then paced.
+    let mut targets: Vec<(SocketAddr, Option<u32>)> = vec![(backend.addr, None)];
+    targets.extend(hops.iter().map(|h| (h.addr, Some(h.pid))));
+    let mut saturating: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    let mut paced: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     for _ in 0..s.rounds {
-        for (i, (addr, connections, script)) in [
-            (backend.addr, s.connections, None),
-            (proxy, s.connections, None),
-            (
-                backend.addr,
-                s.paced_connections,
-                Some(s.paced_script.as_path()),
-            ),
-            (proxy, s.paced_connections, Some(s.paced_script.as_path())),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let proxy_before = process_cpu_seconds(std::process::id());
-            let backend_before = process_cpu_seconds(backend_pid);
-            let wrk_before = children_cpu_seconds();
-            let mut run = wrk(addr, connections, s.seconds, script);
-            let requests = run.requests_per_second * s.seconds as f64;
-            let per_request = |seconds: f64| seconds / requests * 1e6;
-            run.proxy_cpu_us = per_request(process_cpu_seconds(std::process::id()) - proxy_before);
-            run.backend_cpu_us = per_request(process_cpu_seconds(backend_pid) - backend_before);
-            run.wrk_cpu_us = per_request(children_cpu_seconds() - wrk_before);
-            runs[i].push(run);
+        for (pacing, runs) in [(false, &mut saturating), (true, &mut paced)] {
+            for (i, &(addr, proxy_pid)) in targets.iter().enumerate() {
+                let (connections, script) = if pacing {
+                    (s.paced_connections, Some(s.paced_script.as_path()))
+                } else {
+                    (s.connections, None)
+                };
+                let proxy_before = proxy_pid.map(process_cpu_seconds);
+                let backend_before = process_cpu_seconds(backend_pid);
+                let wrk_before = children_cpu_seconds();
+                let mut run = wrk(addr, connections, s.seconds, script);
+                let requests = run.requests_per_second * s.seconds as f64;
+                let per_request = |seconds: f64| seconds / requests * 1e6;
+                if let (Some(pid), Some(before)) = (proxy_pid, proxy_before) {
+                    run.proxy_cpu_us = per_request(process_cpu_seconds(pid) - before);
+                }
+                run.backend_cpu_us = per_request(process_cpu_seconds(backend_pid) - backend_before);
+                run.wrk_cpu_us = per_request(children_cpu_seconds() - wrk_before);
+                runs[i].push(run);
+            }
         }
     }
-    let [direct, proxied, paced_direct, paced_proxied] = runs.map(median);
+    let mut saturating = saturating.into_iter().map(median);
+    let mut paced = paced.into_iter().map(median);
+    let direct = saturating.next().expect("direct runs");
+    let paced_direct = paced.next().expect("direct runs");
     Report {
         label: backend.label,
         direct,
-        proxied,
         paced_direct,
-        paced_proxied,
+        hops: hops
+            .iter()
+            .zip(saturating.zip(paced))
+            .map(|(hop, (saturating, paced))| HopReport {
+                label: hop.label.clone(),
+                saturating,
+                paced,
+            })
+            .collect(),
     }
 }
 
@@ -377,65 +554,85 @@ fn verdict(met: bool) -> &'static str {
 fn print_reports(reports: &[Report], s: &Settings) {
     println!();
     println!(
-        "| backend | load | direct req/s | direct p99 | proxied req/s | proxied p99 | proxied/direct | p99 delta |"
+        "| backend | load | proxy | direct req/s | direct p99 | proxied req/s | proxied p99 | proxied/direct | p99 delta | failed (direct/proxied) |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in reports {
-        for (load, direct, proxied) in [
+        for (load, direct, pick) in [
             (
                 format!("saturating, {} conns", s.connections),
                 r.direct,
-                r.proxied,
+                (|h: &HopReport| h.saturating) as fn(&HopReport) -> Run,
             ),
             (
                 format!("paced, {} conns", s.paced_connections),
                 r.paced_direct,
-                r.paced_proxied,
+                |h: &HopReport| h.paced,
             ),
         ] {
-            println!(
-                "| {} | {load} | {:.0} | {:.3} ms | {:.0} | {:.3} ms | {:.3} | {:+.3} ms |",
-                r.label,
-                direct.requests_per_second,
-                direct.p99_ms,
-                proxied.requests_per_second,
-                proxied.p99_ms,
-                proxied.requests_per_second / direct.requests_per_second,
-                proxied.p99_ms - direct.p99_ms
-            );
+            for hop in &r.hops {
+                let proxied = pick(hop);
+                println!(
+                    "| {} | {load} | {} | {:.0} | {:.3} ms | {:.0} | {:.3} ms | {:.3} | {:+.3} ms | {} / {} |",
+                    r.label,
+                    hop.label,
+                    direct.requests_per_second,
+                    direct.p99_ms,
+                    proxied.requests_per_second,
+                    proxied.p99_ms,
+                    proxied.requests_per_second / direct.requests_per_second,
+                    proxied.p99_ms - direct.p99_ms,
+                    direct.failed,
+                    proxied.failed,
+                );
+            }
         }
     }
     println!();
     println!("CPU per request in the saturating runs (µs):");
-    println!("| backend | direct: wrk + backend | proxied: wrk + backend + proxy |");
-    println!("| --- | --- | --- |");
+    println!("| backend | proxy | direct: wrk + backend | proxied: wrk + backend + proxy |");
+    println!("| --- | --- | --- | --- |");
     for r in reports {
-        println!(
-            "| {} | {:.1} + {:.1} = {:.1} | {:.1} + {:.1} + {:.1} = {:.1} |",
-            r.label,
-            r.direct.wrk_cpu_us,
-            r.direct.backend_cpu_us,
-            r.direct.wrk_cpu_us + r.direct.backend_cpu_us,
-            r.proxied.wrk_cpu_us,
-            r.proxied.backend_cpu_us,
-            r.proxied.proxy_cpu_us,
-            r.proxied.wrk_cpu_us + r.proxied.backend_cpu_us + r.proxied.proxy_cpu_us
-        );
+        for hop in &r.hops {
+            let p = hop.saturating;
+            println!(
+                "| {} | {} | {:.1} + {:.1} = {:.1} | {:.1} + {:.1} + {:.1} = {:.1} |",
+                r.label,
+                hop.label,
+                r.direct.wrk_cpu_us,
+                r.direct.backend_cpu_us,
+                r.direct.wrk_cpu_us + r.direct.backend_cpu_us,
+                p.wrk_cpu_us,
+                p.backend_cpu_us,
+                p.proxy_cpu_us,
+                p.wrk_cpu_us + p.backend_cpu_us + p.proxy_cpu_us
+            );
+        }
     }
     println!();
     for r in reports {
-        let ratio = r.proxied.requests_per_second / r.direct.requests_per_second;
-        let saturated_delta = r.proxied.p99_ms - r.direct.p99_ms;
-        let paced_delta = r.paced_proxied.p99_ms - r.paced_direct.p99_ms;
-        println!(
-            "{}: throughput proxied/direct {ratio:.3} (target >= {THROUGHPUT_TARGET}: {}); \
-             p99 delta paced {paced_delta:+.3} ms (target <= +{P99_TARGET_MS} ms: {}); \
-             p99 delta saturating {saturated_delta:+.3} ms ({})",
-            r.label,
-            verdict(ratio >= THROUGHPUT_TARGET),
-            verdict(paced_delta <= P99_TARGET_MS),
-            verdict(saturated_delta <= P99_TARGET_MS),
-        );
+        for hop in &r.hops {
+            let ratio = hop.saturating.requests_per_second / r.direct.requests_per_second;
+            let saturated_delta = hop.saturating.p99_ms - r.direct.p99_ms;
+            let paced_delta = hop.paced.p99_ms - r.paced_direct.p99_ms;
+            if hop.label == "keelson" {
+                println!(
+                    "{} via keelson: throughput proxied/direct {ratio:.3} (target >= {THROUGHPUT_TARGET}: {}); \
+                     p99 delta paced {paced_delta:+.3} ms (target <= +{P99_TARGET_MS} ms: {}); \
+                     p99 delta saturating {saturated_delta:+.3} ms ({})",
+                    r.label,
+                    verdict(ratio >= THROUGHPUT_TARGET),
+                    verdict(paced_delta <= P99_TARGET_MS),
+                    verdict(saturated_delta <= P99_TARGET_MS),
+                );
+            } else {
+                println!(
+                    "{} via {} (reference): throughput proxied/direct {ratio:.3}; \
+                     p99 delta paced {paced_delta:+.3} ms, saturating {saturated_delta:+.3} ms",
+                    r.label, hop.label,
+                );
+            }
+        }
     }
 }
 
@@ -486,6 +683,7 @@ fn median(runs: Vec<Run>) -> Run {
         wrk_cpu_us: pick(|r| r.wrk_cpu_us),
         backend_cpu_us: pick(|r| r.backend_cpu_us),
         proxy_cpu_us: pick(|r| r.proxy_cpu_us),
+        failed: runs.iter().map(|r| r.failed).max().unwrap_or(0),
     }
 }
 
@@ -510,10 +708,21 @@ fn wrk(addr: SocketAddr, connections: u64, seconds: u64, script: Option<&Path>) 
         "wrk failed: {text}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        !text.contains("Non-2xx"),
-        "non-2xx answers during the benchmark:\n{text}"
-    );
+    // `Non-2xx or 3xx responses: N` and `Socket errors: connect A, read B, write C, timeout D`.
+    let non_2xx: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let socket_errors: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|v| {
+            v.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
     let requests_per_second = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
@@ -527,6 +736,7 @@ fn wrk(addr: SocketAddr, connections: u64, seconds: u64, script: Option<&Path>) 
     Run {
         requests_per_second,
         p99_ms,
+        failed: non_2xx + socket_errors,
         ..Run::default()
     }
 }
