@@ -1692,6 +1692,51 @@ async fn stop_recorded_stops_listed_replicas_without_restarting_any() {
     .await;
 }
 
+/// A deployment whose spec gives the service a new `listen` address moves the slot's proxy
+/// there: the running replicas are adopted (same processes), the new release rolls out behind
+/// the new address, and the old address stops serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_listen_address_moves_the_proxy() {
+    with_harness(|h| async move {
+        h.deploy_ok(h.request(hello_service(2, &[]), None)).await;
+        let before = pids(h.status("test").await.stable.as_ref().unwrap());
+        let moved_to = free_addr();
+        let mut request = h.request(
+            hello_service(2, &[]),
+            Some(Strategy::Canary {
+                steps: vec![CanaryStep::SetWeight(50), CanaryStep::Pause(None)],
+                analysis: None,
+            }),
+        );
+        request.config = config(
+            hello_service(2, &[]),
+            vec![environment("test", &moved_to, Some(&h.preview))],
+        );
+        let started = h.controller.deploy(request).await.expect("deploy");
+        let status = h.until_paused("test").await;
+        assert_eq!(status.listen, moved_to);
+        assert_eq!(
+            pids(status.stable.as_ref().unwrap()),
+            before,
+            "the stable replicas were adopted, not restarted"
+        );
+        let split = burst(&moved_to, 100, 2, &[]).await;
+        assert_eq!(split.failed(), 0, "{:?}", split.samples);
+        assert!(split.count("r1") > 0 && split.count("r2") > 0, "{split:?}");
+        let old = burst(&h.listen, 5, 1, &[]).await;
+        assert_eq!(old.failed(), 5, "the old address still answers: {old:?}");
+        h.controller
+            .promote("test", SERVICE)
+            .await
+            .expect("promote");
+        let done = h.wait("test", started.revision).await;
+        assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+        assert_only(&moved_to, "r2", 20).await;
+        assert_gone(&before).await;
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Docker
 // ---------------------------------------------------------------------------------------------

@@ -593,6 +593,19 @@ impl Controller {
                 ProxyMode::Process { exe, args } => {
                     let socket = files.dir().join("proxy.sock");
                     let client = AdminClient::new(socket.clone());
+                    // A proxy from before that listens elsewhere (the spec's address changed)
+                    // is stopped; a new one starts on the spec's addresses.
+                    if client.ping().await.is_ok()
+                        && let Ok(status) = client.status().await
+                        && (status.listen != listen || status.preview != preview)
+                    {
+                        tracing::info!(
+                            from = %status.listen,
+                            to = %listen,
+                            "the slot's proxy moves to a new address"
+                        );
+                        client.shutdown().await?;
+                    }
                     if client.ping().await.is_err() {
                         let mut argv = args.clone();
                         for (flag, value) in [
@@ -721,6 +734,37 @@ impl Controller {
             .slot_for(&request.environment, &request.service, &env_spec)
             .await?;
         let slot = runtime.slot.clone();
+        // The spec moved the service's addresses: the slot's proxy moves before the deployment.
+        let moved = {
+            let state = slot.state.lock().unwrap();
+            let busy = state
+                .rollout
+                .as_ref()
+                .map(|r| &r.deployment)
+                .or(state.pending.as_ref().map(|p| &p.deployment));
+            match state.environment_spec.services.get(&request.service) {
+                Some(now)
+                    if now.listen != env_service.listen || now.preview != env_service.preview =>
+                {
+                    if let Some(busy) = busy {
+                        return Err(DeployError::Busy {
+                            environment: request.environment.clone(),
+                            service: request.service.clone(),
+                            id: busy.id.clone(),
+                        });
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        let (runtime, slot) = if moved {
+            let runtime = self.move_slot(runtime, &env_spec).await?;
+            let slot = runtime.slot.clone();
+            (runtime, slot)
+        } else {
+            (runtime, slot)
+        };
         let mut refused = None;
         let mut deployment = None;
         slot.update_state(|state| {
@@ -889,6 +933,52 @@ impl Controller {
         Ok(history
             .iter()
             .any(|d| d.digest == digest && d.outcome == Some(Outcome::Succeeded)))
+    }
+
+    /// Moves a slot (no rollout in progress) to the addresses of `env_spec`: its router stops,
+    /// its replicas are detached (they keep running), its proxy stops, the new spec is saved, and
+    /// the slot is opened again as after a controller restart — the replicas adopted, a proxy
+    /// started on the new addresses. The old address stops serving.
+    async fn move_slot(
+        &self,
+        runtime: Arc<SlotRuntime>,
+        env_spec: &EnvironmentSpec,
+    ) -> Result<Arc<SlotRuntime>, DeployError> {
+        let slot = runtime.slot.clone();
+        let (environment, service) = (slot.environment.clone(), slot.service.clone());
+        self.inner
+            .slots
+            .lock()
+            .await
+            .remove(&(environment.clone(), service.clone()));
+        runtime.router_stop.notify_one();
+        slot.persist_records().await;
+        let sets = std::mem::take(&mut *slot.sets.lock().await);
+        for member in sets.into_values().flatten() {
+            member.replica.detach();
+        }
+        if let Some(proxy) = &runtime._proxy {
+            proxy.shutdown_in_place().await;
+        }
+        let mut state = slot.state.lock().unwrap().clone();
+        state.environment_spec = env_spec.clone();
+        slot.files.save(&state)?;
+        let event = format!(
+            "{service} in {environment}: proxy moved to {}",
+            env_spec
+                .services
+                .get(&service)
+                .map(|s| s.listen.as_str())
+                .unwrap_or("?")
+        );
+        tracing::info!("{event}");
+        self.recover_slot(slot.files.clone(), state).await?;
+        self.slot_runtime(&environment, &service)
+            .await
+            .ok_or(DeployError::UnknownSlot {
+                environment,
+                service,
+            })
     }
 
     async fn slot_for(

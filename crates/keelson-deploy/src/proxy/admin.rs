@@ -4,7 +4,8 @@
 //! Endpoints: `GET /ping`, `PUT /routes` (a [`RouteTable`]), `POST /drain`
 //! (`{"backend_ids": [..], "timeout_ms": n}` → [`DrainReport`]), `GET /window/{version}`
 //! (→ [`Window`]), `POST /lease`, `GET /status` (→ [`ProxyStatus`]), `GET /metrics` (Prometheus
-//! text). Errors answer `{"error": "..."}` with 400 (bad input), 404, 405 or 500.
+//! text), `POST /shutdown` (the proxy process stops: open requests finish, listeners close).
+//! Errors answer `{"error": "..."}` with 400 (bad input), 404, 405 or 500.
 //!
 //! Invariants: only the socket's file permissions guard the API (0600 in a directory of the
 //! controller's); a route table is persisted to the state file before `PUT /routes` answers
@@ -50,25 +51,34 @@ struct ErrorBody {
 struct AdminState {
     proxy: Arc<Proxy>,
     state_file: PathBuf,
+    /// Fired by `POST /shutdown`: the admin server returns, and the proxy process with it.
+    exit: Arc<tokio::sync::Notify>,
     /// Serializes table changes with their persistence.
     routes_lock: tokio::sync::Mutex<()>,
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true.
+/// Serves the admin API on `listener` until `shutdown` turns true or a client asks for
+/// `POST /shutdown`.
 pub(crate) async fn serve_admin(
     listener: UnixListener,
     proxy: Arc<Proxy>,
     state_file: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let exit = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(AdminState {
         proxy,
         state_file,
+        exit: exit.clone(),
         routes_lock: tokio::sync::Mutex::new(()),
     });
     loop {
         let accepted = tokio::select! {
             () = stopped(&mut shutdown) => return,
+            () = exit.notified() => {
+                tracing::info!("proxy shutdown requested on the admin socket");
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -167,6 +177,10 @@ async fn admin_handle(state: &AdminState, request: Request<Incoming>) -> Respons
                 Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
             }
         }
+        (&Method::POST, "/shutdown") => {
+            state.exit.notify_one();
+            json_response(StatusCode::OK, &serde_json::json!({}))
+        }
         (&Method::POST, "/lease") => match proxy.renew_lease().await {
             Ok(()) => json_response(StatusCode::OK, &serde_json::json!({})),
             Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
@@ -192,7 +206,7 @@ async fn admin_handle(state: &AdminState, request: Request<Incoming>) -> Respons
                 Err(error) => error_response(StatusCode::BAD_REQUEST, error.to_string()),
             }
         }
-        (_, "/ping" | "/routes" | "/drain" | "/lease" | "/status" | "/metrics") => {
+        (_, "/ping" | "/routes" | "/drain" | "/lease" | "/status" | "/metrics" | "/shutdown") => {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error_response(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
@@ -223,6 +237,20 @@ impl AdminClient {
             Ok(result) => result.map(|_| ()),
             Err(_) => Err(self.unreachable("no answer to ping within 2 s".into())),
         }
+    }
+
+    /// Asks the proxy process to stop and waits (up to 10 s) until its admin socket no longer
+    /// answers.
+    pub async fn shutdown(&self) -> Result<(), ProxyError> {
+        self.call(Method::POST, "/shutdown", None).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.ping().await.is_ok() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.unreachable("still answering 10 s after shutdown".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     fn unreachable(&self, message: String) -> ProxyError {

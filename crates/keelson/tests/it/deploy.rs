@@ -595,4 +595,50 @@ deploy:
         "{job:#}\n{}",
         run.dump()
     );
+
+    // The spec moves staging to another port: `deploy start` moves its proxy process there.
+    let moved = free_port();
+    let spec_path = host.project.dir.join(".keelson.yml");
+    let spec = std::fs::read_to_string(&spec_path).unwrap();
+    std::fs::write(
+        &spec_path,
+        spec.replace(
+            &format!("127.0.0.1:{staging}"),
+            &format!("127.0.0.1:{moved}"),
+        ),
+    )
+    .unwrap();
+    let dir = host.project.dir.display().to_string();
+    host.deploy_ok(&["start", "staging", "--dir", &dir]);
+    let answer = http_get(moved).unwrap_or_else(|e| panic!("new address: {e}"));
+    assert!(answer.contains("hello-service r"), "{answer}");
+    assert!(
+        http_get(staging).is_err(),
+        "the old address still answers after the move"
+    );
+    assert_eq!(
+        host.status("staging")["listen"],
+        format!("127.0.0.1:{moved}")
+    );
+}
+
+/// `GET /` on 127.0.0.1:`port`: the whole answer, or why there is none.
+fn http_get(port: u16) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.is_empty() {
+        return Err("no answer".into());
+    }
+    Ok(answer)
 }
