@@ -743,10 +743,17 @@ async fn ensure_daemon(
             });
         }
     }
-    let child = command
+    let mut child = command
         .spawn()
         .context("starting `keelson deploy daemon`")?;
     let pid = child.id();
+    // Reap the daemon should it end while this process still runs (no zombie is left); when
+    // this process ends first, the daemon is re-parented and keeps running.
+    let _ = std::thread::Builder::new()
+        .name("deploy-daemon-reaper".into())
+        .spawn(move || {
+            let _ = child.wait();
+        });
     for _ in 0..100 {
         if controller_answers(client).await {
             log(&format!(
