@@ -29,6 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use indexmap::IndexMap;
+use keelson_deploy::controller::secrets::SecretValues;
 use keelson_deploy::controller::state::{Deployment, Outcome};
 use keelson_deploy::controller::{
     Controller, ControllerConfig, DeployError, DeployRequest, ProxyMode, Secrets, SlotStatus,
@@ -518,6 +519,8 @@ impl Harness {
             branch: Some("main".into()),
             requested_by: "controller-test".into(),
             strategy,
+            secrets: SecretValues::new(),
+            secrets_from: None,
         }
     }
 
@@ -816,6 +819,243 @@ async fn logs_show_each_replica_with_secrets_masked() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no deployment of"), "{err}");
+    })
+    .await;
+}
+
+/// The value a deploy request carries for secret `api-token` (not in the controller's secrets).
+const REQUEST_TOKEN_V1: &str = "req-t0ken-v1-8c2e";
+const REQUEST_TOKEN_V2: &str = "req-t0ken-v2-51d0";
+
+/// A service that prints its `TOKEN` (secret `api-token`) when it starts.
+fn token_printing_service() -> ServiceSpec {
+    let mut service = hello_service(1, &[]);
+    service.run = RunSpec::Command {
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo \"got $TOKEN\"; exec ./bin/hello-service".into(),
+        ],
+        artifact: None,
+    };
+    service.secrets = vec![SecretEnv {
+        env: "TOKEN".into(),
+        secret: "api-token".into(),
+    }];
+    service
+}
+
+fn token_values(value: &str) -> SecretValues {
+    let mut values = SecretValues::new();
+    values.insert("api-token".into(), value.into());
+    values
+}
+
+/// The replica's own output file (what the process wrote, unmasked).
+fn replica_output(version: &VersionStatus) -> String {
+    let path = version.replicas[0]
+        .record
+        .as_ref()
+        .and_then(|r| r.log_path.clone())
+        .expect("a process replica has a log file");
+    std::fs::read_to_string(&path).unwrap_or_default()
+}
+
+/// Every file under `dir` but the replicas' own output (`*.log`) that contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file()
+                && path.extension().is_none_or(|e| e != "log")
+                && std::fs::read(&path)
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Polls `controller` until the slot's stable release is `version` with a ready replica whose
+/// output shows the token `count` times (each start prints it once).
+async fn until_token_printed(
+    controller: &Controller,
+    version: &str,
+    token: &str,
+    count: usize,
+) -> SlotStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let slots = controller.status(Some("test"), Some(SERVICE)).await;
+        if let Some(stable) = slots.first().and_then(|s| s.stable.as_ref())
+            && stable.version == version
+            && stable.replicas.iter().all(|r| r.ready)
+            && !stable.replicas.is_empty()
+            && replica_output(stable)
+                .matches(&format!("got {token}"))
+                .count()
+                >= count
+        {
+            return slots[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{version} did not start {count} time(s) with its token; status: {slots:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kill(pid: i32) {
+    // SAFETY: kill with a valid signal number.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Secret values a deploy request carries reach the replicas of that release at every start
+/// (first start, crash restart, restart by a reopened controller, rollback to the release), are
+/// never stored in plain text, are masked in `logs`; a secret found nowhere refuses the
+/// deployment before anything starts, and a tampered sealed file is an error for that release
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_secrets_are_sealed_per_release_and_used_at_every_start() {
+    with_harness(|h| async move {
+        let state_dir = h.dir.path().join("state");
+        let slot_dir = state_dir.join("slots/test").join(SERVICE);
+        let mut request = h.request(token_printing_service(), Some(Strategy::Recreate));
+        request.secrets = token_values(REQUEST_TOKEN_V1);
+        request.secrets_from = Some("the environment of the test".into());
+        let debug = format!("{request:?}");
+        assert!(!debug.contains(REQUEST_TOKEN_V1), "{debug}");
+        h.deploy_ok(request.clone()).await;
+
+        // The replica got the value; nothing the controller wrote holds it in plain text.
+        let status = until_token_printed(&h.controller, "r1", REQUEST_TOKEN_V1, 1).await;
+        let stable = status.stable.as_ref().unwrap();
+        for file in ["state.json", "history.ndjson", "releases/r1.json"] {
+            assert!(slot_dir.join(file).is_file(), "{file} was written");
+        }
+        let sealed = slot_dir.join("releases/r1.secrets");
+        assert!(
+            sealed.is_file(),
+            "the release's secrets are sealed beside it"
+        );
+        assert_eq!(
+            files_containing(h.dir.path(), REQUEST_TOKEN_V1),
+            Vec::<PathBuf>::new(),
+            "files holding the plain value"
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(state_dir.join("secrets.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let logs = h.controller.logs("test", SERVICE, None, 50).await.unwrap();
+        let text = logs[0].lines.join("\n");
+        assert!(text.contains("got ***"), "{text}");
+        assert!(!text.contains(REQUEST_TOKEN_V1), "{text}");
+
+        // A crashed replica is restarted with the value.
+        kill(pids(stable)[0]);
+        until_token_printed(&h.controller, "r1", REQUEST_TOKEN_V1, 2).await;
+
+        // A secret in neither the request nor the controller's environment: refused up front.
+        let mut bare = h.request(token_printing_service(), None);
+        bare.secrets_from = Some("the environment of the test".into());
+        let refused = h.controller.deploy(bare).await.unwrap_err();
+        let message = refused.to_string();
+        for part in [
+            "`api-token`",
+            "TOKEN",
+            "service `web`",
+            "no API_TOKEN in the environment of the test",
+            "KEELSON_SECRET_API_TOKEN",
+            "nothing was deployed",
+        ] {
+            assert!(message.contains(part), "`{part}` missing from: {message}");
+        }
+        assert_eq!(h.controller.history("test", SERVICE).unwrap().len(), 1);
+        assert_eq!(h.status("test").await.stable.unwrap().version, "r1");
+        assert!(!slot_dir.join("releases/r2.json").exists());
+
+        // r2 with another value.
+        let mut second = h.request(token_printing_service(), Some(Strategy::Recreate));
+        second.secrets = token_values(REQUEST_TOKEN_V2);
+        h.deploy_ok(second).await;
+        let status = until_token_printed(&h.controller, "r2", REQUEST_TOKEN_V2, 1).await;
+        let r2_pids = pids(status.stable.as_ref().unwrap());
+
+        // A controller reopened on the same state (without the secret in its environment)
+        // restarts a replica that died meanwhile with the release's value.
+        h.controller.detach().await;
+        kill(r2_pids[0]);
+        let reopened = Controller::open(Harness::controller_config(h.dir.path()))
+            .await
+            .expect("reopening the controller");
+        let result = AssertUnwindSafe(async {
+            until_token_printed(&reopened, "r2", REQUEST_TOKEN_V2, 2).await;
+
+            // A tampered sealed file: an error for that release; the slot keeps serving.
+            let sealed_r1 = std::fs::read(&sealed).unwrap();
+            let mut altered = sealed_r1.clone();
+            let middle = altered.len() / 2;
+            altered[middle] ^= 0x40;
+            std::fs::write(&sealed, &altered).unwrap();
+            let refused = reopened
+                .rollback("test", SERVICE, Some(1), "controller-test")
+                .await
+                .unwrap_err();
+            let message = refused.to_string();
+            assert!(
+                message.contains("r1 of web in test") && message.contains("cannot be opened"),
+                "{message}"
+            );
+            assert_only(&h.listen, "r2", 20).await;
+
+            // Restored, the rollback to r1 brings r1's value back.
+            std::fs::write(&sealed, &sealed_r1).unwrap();
+            let started = reopened
+                .rollback("test", SERVICE, Some(1), "controller-test")
+                .await
+                .expect("rollback");
+            let done = tokio::time::timeout(
+                DEPLOY_TIMEOUT,
+                reopened.wait("test", SERVICE, started.revision),
+            )
+            .await
+            .expect("in time")
+            .expect("wait");
+            assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+            until_token_printed(&reopened, "r3", REQUEST_TOKEN_V1, 1).await;
+            assert_only(&h.listen, "r3", 20).await;
+            for token in [REQUEST_TOKEN_V1, REQUEST_TOKEN_V2] {
+                assert_eq!(
+                    files_containing(h.dir.path(), token),
+                    Vec::<PathBuf>::new(),
+                    "files holding the plain value"
+                );
+            }
+        })
+        .catch_unwind()
+        .await;
+        reopened.stop_all().await;
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
     })
     .await;
 }
@@ -1420,6 +1660,8 @@ async fn protection_rules_branches_approval_and_promotion() {
             branch: Some("main".into()),
             requested_by: "controller-test".into(),
             strategy: None,
+            secrets: SecretValues::new(),
+            secrets_from: None,
         };
         let refused = h
             .controller
@@ -1632,9 +1874,16 @@ async fn resumed_ab_test_keeps_its_header_rule_after_a_restart() {
             .await
             .expect("reopening the controller");
         let result = AssertUnwindSafe(async {
-            // The in-process proxy went with the detached controller: wait until it serves.
+            // The in-process proxy went with the detached controller: wait until it serves and
+            // the adopted new replica passed readiness again (until then the rule has no ready
+            // backend and its requests go to stable).
             let deadline = Instant::now() + Duration::from_secs(10);
-            while burst(&h.listen, 4, 1, &[]).await.failed() > 0 && Instant::now() < deadline {
+            while burst(&h.listen, 4, 1, &[("X-Variant", "b")])
+                .await
+                .count("r2")
+                < 4
+                && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let with_header = burst(&h.listen, 40, 2, &[("X-Variant", "b")]).await;
@@ -1817,6 +2066,8 @@ fn docker_request(
         branch: None,
         requested_by: "controller-test".into(),
         strategy,
+        secrets: SecretValues::new(),
+        secrets_from: None,
     }
 }
 

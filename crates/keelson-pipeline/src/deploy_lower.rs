@@ -5,6 +5,11 @@
 //! services, a strategy override and the whole `deploy:` block as JSON, each service's release
 //! files (its artifact job's `artifacts.paths`, or the command's program), and the commit and
 //! branch (`${{ git.sha }}`, `${{ git.branch }}`, rendered at run time).
+//!
+//! The services' `secrets:` are not declared on the step: a step's declared secrets are required
+//! up front, while a deploy secret may also come from the controller's environment. The step
+//! reads them from the run's secret source when it runs (the engine masks what it reads) and
+//! fails, before deploying anything, on one found nowhere.
 
 use indexmap::IndexMap;
 

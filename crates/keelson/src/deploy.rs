@@ -21,6 +21,7 @@ use clap::{Args, Subcommand};
 use keelson_deploy::controller::control::{
     ControlClient, ControlRequest, ControlResponse, serve as serve_control,
 };
+use keelson_deploy::controller::secrets::{SecretValues, controller_env_var, secret_source_key};
 use keelson_deploy::controller::state::{Deployment, Outcome};
 use keelson_deploy::controller::{
     Controller, ControllerConfig, DeployRequest, ProxyMode, SlotStatus, Source,
@@ -620,8 +621,31 @@ async fn start(
     };
     let git = keelson_engine::git::GitInfo::detect(&dir, "deploy");
     let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    // The same secret source as `keelson run`: the environment, else the secrets file.
+    let source = keelson_engine::secrets::SecretSource::load(
+        &dir,
+        pipeline.secrets_file.as_ref().map(|s| s.value.as_str()),
+        std::env::vars().collect(),
+    )
+    .context("reading the pipeline's secrets")?;
+    let secrets_from = format!("the environment or {}", source.file_name());
+    let lookup = |key: &str| match source.get(key) {
+        Ok(value) => Ok(Some(value)),
+        Err(keelson_engine::secrets::SecretsError::Missing { .. }) => Ok(None),
+        Err(error) => Err(error.to_string()),
+    };
+    let resolved = resolve_secrets(&config, &services, &lookup, log)?;
+    preflight_secrets(
+        client,
+        data_dir,
+        &args.environment,
+        &resolved,
+        &secrets_from,
+        log,
+    )
+    .await?;
     let mut ok = true;
-    for service in services {
+    for (service, values) in resolved.found {
         let patterns = keelson_pipeline::deploy_lower::release_patterns(&pipeline, &service);
         let request = DeployRequest {
             environment: args.environment.clone(),
@@ -632,10 +656,123 @@ async fn start(
             branch: non_empty(&git.branch),
             requested_by: who(),
             strategy: None,
+            secrets: values,
+            secrets_from: Some(secrets_from.clone()),
         };
         ok &= deploy_one(client, request, !args.no_wait, data_dir, log).await?;
     }
     Ok(ok)
+}
+
+/// The secrets of the services to deploy, as resolved where the deployment is requested.
+struct ResolvedSecrets {
+    /// Per service, in deploy order: the values found, by secret name.
+    found: Vec<(String, SecretValues)>,
+    /// `(service, variable, secret)` of each secret the requester's source does not have (the
+    /// controller's environment may).
+    unresolved: Vec<(String, String, String)>,
+}
+
+/// Looks up every secret of `services` (`VARIABLE: secret-name`) in the requester's secret
+/// source under its key ([`secret_source_key`]: `api-key` → `API_KEY`), logging where each came
+/// from (never a value).
+fn resolve_secrets(
+    config: &DeployConfig,
+    services: &[String],
+    lookup: &dyn Fn(&str) -> Result<Option<String>, String>,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<ResolvedSecrets> {
+    let mut resolved = ResolvedSecrets {
+        found: Vec::new(),
+        unresolved: Vec::new(),
+    };
+    for service in services {
+        let mut values = SecretValues::new();
+        let declared = config
+            .services
+            .get(service)
+            .map(|s| s.secrets.as_slice())
+            .unwrap_or_default();
+        for secret in declared {
+            let key = secret_source_key(&secret.secret);
+            match lookup(&key)
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("secret `{}` of service `{service}`", secret.secret))?
+            {
+                Some(value) => {
+                    log(&format!(
+                        "{service}: secret {} ({}) from {key}",
+                        secret.secret, secret.env
+                    ));
+                    values.insert(secret.secret.clone(), value);
+                }
+                None => resolved.unresolved.push((
+                    service.clone(),
+                    secret.env.clone(),
+                    secret.secret.clone(),
+                )),
+            }
+        }
+        resolved.found.push((service.clone(), values));
+    }
+    Ok(resolved)
+}
+
+/// Before anything is deployed: asks the controller about the secrets the requester did not
+/// find, and fails naming each secret, its service and where it was looked for when the
+/// controller's environment lacks it too.
+async fn preflight_secrets(
+    client: &ControlClient,
+    data_dir: &Path,
+    environment: &str,
+    resolved: &ResolvedSecrets,
+    secrets_from: &str,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    if resolved.unresolved.is_empty() {
+        return Ok(());
+    }
+    ensure_daemon(client, data_dir, log).await?;
+    let mut names: Vec<String> = resolved
+        .unresolved
+        .iter()
+        .map(|(_, _, secret)| secret.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let ControlResponse::UnsetSecrets { names: unset } =
+        client.call(&ControlRequest::UnsetSecrets { names }).await?
+    else {
+        bail!("unexpected answer from the controller");
+    };
+    let mut missing = Vec::new();
+    for (service, variable, secret) in &resolved.unresolved {
+        let key = secret_source_key(secret);
+        let controller_var = controller_env_var(secret);
+        if unset.contains(secret) {
+            missing.push(format!(
+                "secret `{secret}` (variable {variable} of service `{service}` in {environment}) is not set: no {key} in {secrets_from}, and the deploy controller's environment has no {controller_var}"
+            ));
+        } else {
+            log(&format!(
+                "{service}: secret {secret} ({variable}) from the deploy controller's {controller_var}"
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}; nothing was deployed (set {} or add it to the secrets file)",
+            missing.join("; "),
+            resolved
+                .unresolved
+                .iter()
+                .filter(|(_, _, secret)| unset.contains(secret))
+                .map(|(_, _, secret)| secret_source_key(secret))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn source_for(
@@ -800,6 +937,14 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
             .unwrap_or_else(who);
         let data_dir = request.data_dir.clone();
         let workspace = request.workspace.clone();
+        // The services' secrets from the run's secret source (the engine masks each value).
+        let secrets_from = format!("{} of the pipeline run", request.secrets.describe());
+        let resolved = resolve_secrets(
+            &config,
+            &services,
+            &|key: &str| request.secrets.get(key),
+            log,
+        )?;
         // Built-in steps run on a blocking thread of the engine's runtime, where another runtime
         // cannot block: deploy from a thread of our own, forwarding its log lines.
         let (lines, received) = std::sync::mpsc::channel::<String>();
@@ -818,7 +963,16 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
                 let mut forward = |line: &str| {
                     let _ = lines.send(line.to_string());
                 };
-                for service in services {
+                preflight_secrets(
+                    &client,
+                    &data_dir,
+                    &environment,
+                    &resolved,
+                    &secrets_from,
+                    &mut forward,
+                )
+                .await?;
+                for (service, values) in resolved.found {
                     let service_patterns = patterns.get(&service).cloned().unwrap_or_default();
                     let deploy = DeployRequest {
                         environment: environment.clone(),
@@ -829,6 +983,8 @@ pub fn deploy_step(request: &BuiltinRequest, log: &mut dyn FnMut(&str)) -> Built
                         branch: branch.clone(),
                         requested_by: requested_by.clone(),
                         strategy: strategy.clone(),
+                        secrets: values,
+                        secrets_from: Some(secrets_from.clone()),
                     };
                     let deployment =
                         deploy_and_report(&client, deploy, true, &data_dir, &mut forward).await?;

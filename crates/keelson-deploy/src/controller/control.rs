@@ -6,6 +6,9 @@
 //! Access: the socket is created 0600 inside the 0700 state directory, and every connection's
 //! peer credentials are checked: only the controller's own user (or root) is served. A request
 //! larger than 16 MiB or not valid JSON gets an error response, never a crash.
+//!
+//! Secrets: a `deploy` request may carry secret values (resolved by the requester); they cross
+//! only this socket, and the `Debug` of a request shows their names, never the values.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +76,9 @@ pub enum ControlRequest {
         version: Option<String>,
         tail: usize,
     },
+    /// Which of these secret names the controller's own environment cannot resolve (a requester
+    /// asks before deploying anything, for the secrets it did not find itself).
+    UnsetSecrets { names: Vec<String> },
 }
 
 /// The controller's answer.
@@ -83,6 +89,7 @@ pub enum ControlResponse {
     Status { slots: Vec<SlotStatus> },
     History { deployments: Vec<Deployment> },
     Logs { replicas: Vec<super::ReplicaLog> },
+    UnsetSecrets { names: Vec<String> },
     Done,
     Error { message: String },
 }
@@ -238,6 +245,9 @@ pub async fn execute(controller: &Controller, request: ControlRequest) -> Contro
                 replicas: controller
                     .logs(&environment, &service, version.as_deref(), tail)
                     .await?,
+            },
+            ControlRequest::UnsetSecrets { names } => ControlResponse::UnsetSecrets {
+                names: controller.unset_secrets(&names),
             },
         })
     }
@@ -405,5 +415,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(gone.to_string().contains("keelson deploy daemon"), "{gone}");
+    }
+
+    #[test]
+    fn deploy_requests_carry_secret_values_but_never_debug_them() {
+        let mut secrets = crate::controller::secrets::SecretValues::new();
+        secrets.insert("api-key".into(), "v3ry-s3cret-value".into());
+        let request = ControlRequest::Deploy {
+            request: DeployRequest {
+                environment: "staging".into(),
+                service: "web".into(),
+                config: keelson_pipeline::deploy::DeployConfig::default(),
+                source: crate::controller::Source::Digest {
+                    digest: "sha256:00".into(),
+                },
+                commit: None,
+                branch: None,
+                requested_by: "test".into(),
+                strategy: None,
+                secrets,
+                secrets_from: None,
+            },
+            wait: true,
+        };
+        let debug = format!("{request:?}");
+        assert!(debug.contains("api-key"), "{debug}");
+        assert!(!debug.contains("v3ry-s3cret-value"), "{debug}");
+        let wire = serde_json::to_string(&request).unwrap();
+        let ControlRequest::Deploy { request, .. } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a deploy request: {wire}");
+        };
+        assert_eq!(request.secrets.get("api-key"), Some("v3ry-s3cret-value"));
+        // A request from before secrets were carried still parses.
+        let old = wire.replace(r#""secrets":{"api-key":"v3ry-s3cret-value"},"#, "");
+        assert_ne!(old, wire);
+        let ControlRequest::Deploy { request, .. } = serde_json::from_str(&old).unwrap() else {
+            panic!("not a deploy request: {old}");
+        };
+        assert!(request.secrets.is_empty());
     }
 }

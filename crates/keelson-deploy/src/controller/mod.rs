@@ -10,11 +10,17 @@
 //!   the controller leaves the stable release serving. On start the controller adopts what is
 //!   running from its state and finishes any interrupted rollout per the environment's
 //!   `on-restart` policy (abort: traffic back to stable, new release stopped; resume: continue).
-//! - Secret values are resolved when a replica starts and are never written to state or history.
+//! - Secret values are never written to state or history in plain text. A deploy request may
+//!   carry values (resolved where the deployment was requested); they are kept per release,
+//!   sealed on disk ([`secrets`]), and every replica start of that release uses them. A secret
+//!   the request did not carry comes from the controller's [`Secrets`] (its environment) when a
+//!   replica starts. A service secret found in neither refuses the deployment before anything
+//!   is made or started.
 
 pub mod control;
 pub mod release;
 pub mod rollout;
+pub mod secrets;
 pub mod slot;
 pub mod state;
 
@@ -37,33 +43,27 @@ use crate::proxy::{AdminClient, Proxy, ProxyConfig, ProxyControl, RouteTable};
 use crate::target::{DockerTarget, ProcessTarget, Target};
 use release::{ReleaseError, Releases};
 use rollout::{Controls, Rollout, RolloutSettings, roll_back};
+use secrets::{ReleaseRef, ReleaseSecrets, SecretStoreError, SecretValues};
 use slot::{Member, Policy, Slot};
 use state::{
     Deployment, Event, Outcome, PendingApproval, Release, RolloutState, SetState, SlotFiles,
     SlotState, StateError, now_ms,
 };
 
-/// Where secret values come from.
+/// Where the controller's own secret values come from (the fallback for secrets a deploy
+/// request did not carry).
 pub trait Secrets: Send + Sync {
+    /// The value of secret `name` (as the service spec names it, e.g. `api-key`), if set.
     fn get(&self, name: &str) -> Option<String>;
 }
 
-/// Secrets from the controller's environment: secret `api-key` is `KEELSON_SECRET_API_KEY`.
+/// Secrets from the controller's environment: secret `api-key` is `KEELSON_SECRET_API_KEY`
+/// (see [`secrets::controller_env_var`]).
 pub struct EnvSecrets;
 
 impl Secrets for EnvSecrets {
     fn get(&self, name: &str) -> Option<String> {
-        let var: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        std::env::var(format!("KEELSON_SECRET_{var}")).ok()
+        std::env::var(secrets::controller_env_var(name)).ok()
     }
 }
 
@@ -122,6 +122,16 @@ pub struct DeployRequest {
     pub requested_by: String,
     /// Overrides the environment's and the service's strategy.
     pub strategy: Option<Strategy>,
+    /// Values of the service's secrets, by secret name, resolved where the deployment was
+    /// requested. Kept sealed with the release; never in state, history or `Debug` output.
+    /// A secret not here comes from the controller's environment.
+    #[serde(default)]
+    pub secrets: SecretValues,
+    /// Where the requester looked for secrets, as in "no API_KEY in {secrets_from}" (e.g. "the
+    /// environment or .keelson/secrets.env of the pipeline run"), for the error naming a secret
+    /// found nowhere.
+    #[serde(default)]
+    pub secrets_from: Option<String>,
 }
 
 /// Errors of controller operations; messages are for the person who asked.
@@ -180,6 +190,20 @@ pub enum DeployError {
         addr: String,
         message: String,
     },
+    #[error(
+        "secret `{secret}` (variable {variable} of service `{service}` in {environment}) is not set: {requester}, and the deploy controller's environment has no {controller_var}; nothing was deployed"
+    )]
+    MissingSecret {
+        environment: String,
+        service: String,
+        variable: String,
+        secret: String,
+        /// What the requester did (`no API_KEY in …`, or that the request carried none).
+        requester: String,
+        controller_var: String,
+    },
+    #[error(transparent)]
+    Secrets(#[from] SecretStoreError),
     #[error(transparent)]
     Release(#[from] ReleaseError),
     #[error(transparent)]
@@ -251,6 +275,8 @@ struct SlotRuntime {
 struct Inner {
     config: ControllerConfig,
     releases: Releases,
+    /// Secret values of releases (sealed on disk), with `config.secrets` as the fallback.
+    secrets: Arc<ReleaseSecrets>,
     process: Arc<dyn Target>,
     docker: tokio::sync::OnceCell<Arc<dyn Target>>,
     metrics: Arc<dyn MetricProvider>,
@@ -343,9 +369,14 @@ impl Controller {
     /// rollouts per their environment's `on-restart` policy.
     pub async fn open(config: ControllerConfig) -> Result<Controller, DeployError> {
         state::ensure_private_dir(&config.state_dir)?;
+        let secrets = Arc::new(ReleaseSecrets::open(
+            &config.state_dir,
+            config.secrets.clone(),
+        )?);
         let controller = Controller {
             inner: Arc::new(Inner {
                 releases: Releases::new(&config.state_dir.join("store")),
+                secrets,
                 process: Arc::new(ProcessTarget::new()),
                 docker: tokio::sync::OnceCell::new(),
                 metrics: Arc::new(Providers::new(Duration::from_secs(5))),
@@ -525,7 +556,7 @@ impl Controller {
                 &set.release,
                 index as u32,
                 record.clone(),
-                self.inner.config.secrets.as_ref(),
+                &self.inner.secrets,
             )
             .await
             {
@@ -537,7 +568,7 @@ impl Controller {
     fn settings(&self) -> RolloutSettings {
         RolloutSettings {
             ready_deadline: self.inner.config.ready_deadline,
-            secrets: self.inner.config.secrets.clone(),
+            secrets: self.inner.secrets.clone(),
             metrics: self.inner.metrics.clone(),
         }
     }
@@ -716,6 +747,29 @@ impl Controller {
             .or_else(|| env_service.strategy.clone())
             .unwrap_or_else(|| service.strategy.clone());
         service.strategy = strategy.clone();
+        // Every secret of the service resolves (from the request, else the controller's
+        // environment) before anything is made or started.
+        let secret_values = request
+            .secrets
+            .only(service.secrets.iter().map(|s| s.secret.as_str()));
+        for s in &service.secrets {
+            if secret_values.get(&s.secret).is_none()
+                && self.inner.secrets.fallback().get(&s.secret).is_none()
+            {
+                let key = secrets::secret_source_key(&s.secret);
+                return Err(DeployError::MissingSecret {
+                    environment: request.environment.clone(),
+                    service: request.service.clone(),
+                    variable: s.env.clone(),
+                    secret: s.secret.clone(),
+                    requester: match &request.secrets_from {
+                        Some(from) => format!("no {key} in {from}"),
+                        None => "the deploy request did not carry it".to_string(),
+                    },
+                    controller_var: secrets::controller_env_var(&s.secret),
+                });
+            }
+        }
 
         let (digest, location) = self.make_release(&request.source, &service).await?;
         if let Some(from) = &env_spec.promote_from
@@ -860,6 +914,16 @@ impl Controller {
             state::write_atomic(
                 &path,
                 &serde_json::to_vec_pretty(&release).expect("release serialises"),
+            )?;
+            // Its secret values, sealed beside it (a stale file of the same label is removed).
+            self.inner.secrets.keep(
+                ReleaseRef {
+                    slot_dir: slot.files.dir(),
+                    environment: &slot.environment,
+                    service: &slot.service,
+                    version: &release.version,
+                },
+                &secret_values,
             )?;
         }
         if let Some((release, stable)) = start {
@@ -1133,6 +1197,16 @@ impl Controller {
             .find(|d| d.revision == revision))
     }
 
+    /// Which of the secrets `names` the controller's own [`Secrets`] (its environment) lacks: a
+    /// requester checks the secrets it could not resolve before deploying anything.
+    pub fn unset_secrets(&self, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|name| self.inner.config.secrets.get(name).is_none())
+            .cloned()
+            .collect()
+    }
+
     /// Finished deployments of a slot, oldest first.
     pub fn history(
         &self,
@@ -1200,12 +1274,33 @@ impl Controller {
                         .collect()
                 })
                 .unwrap_or_default();
+            // The release's own values (what its replicas got), and the controller's.
+            let own = self
+                .inner
+                .secrets
+                .of_release(ReleaseRef {
+                    slot_dir: slot.files.dir(),
+                    environment: &slot.environment,
+                    service: &slot.service,
+                    version: &set.release.version,
+                })
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "logs: masking without the release's sealed secrets");
+                    None
+                });
             let secrets: Vec<String> = set
                 .release
                 .service
                 .secrets
                 .iter()
-                .filter_map(|s| self.inner.config.secrets.get(&s.secret))
+                .flat_map(|s| {
+                    [
+                        own.as_ref()
+                            .and_then(|values| values.get(&s.secret).map(str::to_string)),
+                        self.inner.config.secrets.get(&s.secret),
+                    ]
+                })
+                .flatten()
                 .filter(|value| !value.is_empty())
                 .collect();
             for (index, persisted) in set.replicas.iter().enumerate() {
@@ -1454,6 +1549,18 @@ impl Controller {
             revision: to.unwrap_or(0),
         })?;
         let release = self.release_of(&runtime, candidate.revision)?;
+        // The secrets that release was deployed with go with it (none: the controller's own).
+        let secret_values = self
+            .inner
+            .secrets
+            .of_release(ReleaseRef {
+                slot_dir: runtime.slot.files.dir(),
+                environment: &runtime.slot.environment,
+                service: &runtime.slot.service,
+                version: &release.version,
+            })?
+            .map(|values| (*values).clone())
+            .unwrap_or_default();
         let mut config = DeployConfig::default();
         config
             .services
@@ -1476,6 +1583,11 @@ impl Controller {
             branch: release.branch.clone(),
             requested_by: format!("{who} (rollback to r{})", candidate.revision),
             strategy: Some(Strategy::BlueGreen { auto_promote: true }),
+            secrets: secret_values,
+            secrets_from: Some(format!(
+                "the secrets r{} was deployed with",
+                candidate.revision
+            )),
         })
         .await
     }

@@ -17,6 +17,7 @@ use keelson_pipeline::deploy::{AnalysisSpec, CanaryStep, Count, RunSpec, Strateg
 use tokio::sync::Notify;
 
 use super::Secrets;
+use super::secrets::{ReleaseRef, ReleaseSecrets};
 use super::slot::{Member, Policy, Share, Slot};
 use super::state::{Event, Outcome, Release, now_ms};
 use crate::analysis::{AnalysisRun, AnalysisStatus, Measurement, MetricProvider, Verdict, Windows};
@@ -94,7 +95,8 @@ type Step<T> = Result<T, Stop>;
 pub struct RolloutSettings {
     /// A replica set that is not ready within this long fails the rollout.
     pub ready_deadline: Duration,
-    pub secrets: Arc<dyn Secrets>,
+    /// Each release's secret values, with the controller's own as the fallback.
+    pub secrets: Arc<ReleaseSecrets>,
     pub metrics: Arc<dyn MetricProvider>,
 }
 
@@ -724,18 +726,12 @@ impl Rollout {
     }
 
     async fn start_replica(&self, release: &Release, index: u32) -> Step<()> {
-        supervise(
-            &self.slot,
-            release,
-            index,
-            None,
-            self.settings.secrets.as_ref(),
-        )
-        .await
-        .map_err(|reason| Stop {
-            outcome: Outcome::Failed,
-            reason,
-        })
+        supervise(&self.slot, release, index, None, &self.settings.secrets)
+            .await
+            .map_err(|reason| Stop {
+                outcome: Outcome::Failed,
+                reason,
+            })
     }
 }
 
@@ -767,9 +763,7 @@ pub async fn roll_back(
                 if have.contains(&index) {
                     continue;
                 }
-                if let Err(e) =
-                    supervise(slot, stable, index, None, settings.secrets.as_ref()).await
-                {
+                if let Err(e) = supervise(slot, stable, index, None, &settings.secrets).await {
                     tracing::error!(error = %e, "cannot restart a stable replica");
                 }
             }
@@ -793,15 +787,25 @@ pub async fn roll_back(
 }
 
 /// Supervises `release`'s replica `index` in `slot`: adopts `record` when given (still the same
-/// process or container, else started anew), starts it otherwise.
+/// process or container, else started anew), starts it otherwise. Its secrets are the release's
+/// own values, each missing one from the controller's; a release whose sealed secrets cannot be
+/// opened is an error (for this replica only).
 pub async fn supervise(
     slot: &Slot,
     release: &Release,
     index: u32,
     record: Option<crate::target::ReplicaRecord>,
-    secrets: &dyn Secrets,
+    secrets: &ReleaseSecrets,
 ) -> Result<(), String> {
-    let spec = replica_spec(slot, release, index, secrets)?;
+    let lookup = secrets
+        .lookup(ReleaseRef {
+            slot_dir: slot.files.dir(),
+            environment: &slot.environment,
+            service: &slot.service,
+            version: &release.version,
+        })
+        .map_err(|e| e.to_string())?;
+    let spec = replica_spec(slot, release, index, &lookup)?;
     let service = &release.service;
     let (readiness, liveness, restart) = (
         service.readiness.clone(),
@@ -833,9 +837,15 @@ pub fn replica_spec(
     let service = &release.service;
     let mut secret_env = Vec::new();
     for s in &service.secrets {
-        let value = secrets
-            .get(&s.secret)
-            .ok_or_else(|| format!("secret `{}` (for {}) is not set", s.secret, s.env))?;
+        let value = secrets.get(&s.secret).ok_or_else(|| {
+            format!(
+                "secret `{}` (for {}) is not set: {} did not bring it and the controller's environment has no {}",
+                s.secret,
+                s.env,
+                release.version,
+                super::secrets::controller_env_var(&s.secret)
+            )
+        })?;
         secret_env.push((s.env.clone(), value));
     }
     let release_dir = match &service.run {

@@ -837,6 +837,7 @@ async fn run_in_workspace(
                     inputs: inputs.clone(),
                     workspace: cwd.clone(),
                     data_dir: shared.options.data_dir.clone(),
+                    secrets: builtin_secrets(shared),
                 };
                 let (builtin_exit, outcome) =
                     run_builtin(shared, output, request, step_index, &mut log, &step_cancel).await;
@@ -1316,6 +1317,24 @@ async fn run_build(
         }
     };
     pump(shared, output, step_index, log, receiver, work).await
+}
+
+/// The run's secret source for a built-in step: each value it hands out is masked from then on
+/// (a value too short to mask is refused, as for `secrets:` of a step).
+fn builtin_secrets(shared: &Shared) -> crate::builtin::BuiltinSecrets {
+    let source = shared.secret_source.clone();
+    let masker = shared.masker.clone();
+    let description = format!("the environment or {}", source.file_name());
+    crate::builtin::BuiltinSecrets::new(description, move |name| match source.get(name) {
+        Ok(value) => {
+            masker
+                .add_secret(&value)
+                .map_err(|error| format!("secret `{name}`: {error}"))?;
+            Ok(Some(value))
+        }
+        Err(crate::secrets::SecretsError::Missing { .. }) => Ok(None),
+        Err(error) => Err(error.to_string()),
+    })
 }
 
 /// Runs a built-in step on a blocking thread, streaming its log lines through the masker. The

@@ -132,6 +132,8 @@ pub(crate) struct Shared {
     /// Digest of the project tree, computed once when a job is `cacheable`.
     pub source_digest: std::sync::OnceLock<Result<String, String>>,
     pub secrets: HashMap<String, String>,
+    /// Where `secrets` came from; built-in steps read it (see `crate::builtin::BuiltinSecrets`).
+    pub secret_source: Arc<SecretSource>,
     /// Pipeline `env` rendered once, `--var`s applied.
     pub pipeline_env: IndexMap<String, String>,
     pub inherited_env: Vec<(String, String)>,
@@ -297,6 +299,7 @@ pub async fn run(
         source_files,
         source_digest: std::sync::OnceLock::new(),
         secrets,
+        secret_source: Arc::new(secret_source),
         inherited_env,
         options,
     });

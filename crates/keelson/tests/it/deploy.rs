@@ -642,3 +642,138 @@ fn http_get(port: u16) -> Result<String, String> {
     }
     Ok(answer)
 }
+
+/// A deploy job's service takes its secret from the project's `.keelson/secrets.env` (key
+/// `API_TOKEN` for secret `api-token`): the replica sees the value, every job log shows it
+/// masked (the deploy step registered it with the run's masker), nothing under the data dir
+/// holds it in plain text but the replica's own output; without the secret anywhere the deploy
+/// job fails naming it, its service and where it was looked for, and nothing is deployed.
+#[test]
+fn pipeline_deploy_jobs_take_service_secrets_from_the_secrets_file() {
+    const TOKEN: &str = "file-t0ken-7Qx2Lm";
+    let port = free_port();
+    let host = Host::new("name: placeholder\njobs:\n  a:\n    steps:\n      - run: \"true\"\n");
+    let replica_log = host
+        .project
+        .data
+        .join("deploy/slots/staging/web/replicas/logs/staging-web-r1-0.log");
+    host.project.set_pipeline(&format!(
+        r#"name: deploy-secrets
+jobs:
+  build:
+    artifacts:
+      paths: [bin/hello-service]
+    steps:
+      - run: test -x bin/hello-service
+  deploy-staging:
+    needs: [build]
+    deploy:
+      environment: staging
+  show:
+    needs: [deploy-staging]
+    steps:
+      - run: cat {log}
+deploy:
+  services:
+    web:
+      command: [/bin/sh, -c, 'echo "got $TOKEN"; exec ./bin/hello-service']
+      artifact: build
+      replicas: 1
+      env:
+        HELLO_ADDR: "127.0.0.1:${{PORT}}"
+        HELLO_VERSION: "${{VERSION}}"
+      secrets:
+        TOKEN: api-token
+      readiness: {{ http: /health, interval: 200ms }}
+  environments:
+    staging:
+      services:
+        web: {{ listen: "127.0.0.1:{port}" }}
+"#,
+        log = replica_log.display()
+    ));
+    host.project
+        .write(".keelson/secrets.env", &format!("API_TOKEN={TOKEN}\n"));
+    host.project.git_init_and_commit();
+
+    let run = host.project.run(&[]);
+    run.assert_code(0);
+    // The service got the value (its own output file is the one place that holds it).
+    let output = std::fs::read_to_string(&replica_log).unwrap_or_default();
+    assert!(output.contains(&format!("got {TOKEN}")), "{output}");
+    let answer = http_get(port).unwrap_or_else(|e| panic!("staging: {e}"));
+    assert!(answer.contains("hello-service r1"), "{answer}");
+    // The deploy job says where the secret came from; the job printing the replica's output
+    // shows the value masked.
+    let deploy_log = run.log_lines("deploy-staging").join("\n");
+    assert!(
+        deploy_log.contains("web: secret api-token (TOKEN) from API_TOKEN"),
+        "{}",
+        run.dump()
+    );
+    let shown = run.log_lines("show").join("\n");
+    assert!(shown.contains("got ***"), "{}", run.dump());
+    assert!(!run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN));
+    let logs = host.deploy_ok(&["logs", "staging", "web"]);
+    assert!(logs.contains("got ***") && !logs.contains(TOKEN), "{logs}");
+    let leaked: Vec<PathBuf> = host
+        .project
+        .data_files()
+        .into_iter()
+        .filter(|path| path != &replica_log)
+        .filter(|path| {
+            std::fs::read(path)
+                .is_ok_and(|bytes| bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()))
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "files holding the plain value: {leaked:?}"
+    );
+
+    // Without the secret (no file, nothing in the controller's environment): the deploy job
+    // fails before anything deploys.
+    std::fs::remove_file(host.project.dir.join(".keelson/secrets.env")).unwrap();
+    host.project.write("release-note.txt", "a change\n");
+    let run = host.project.run(&[]);
+    run.assert_code(1);
+    let reason = run.reason("deploy-staging");
+    for part in [
+        "secret `api-token`",
+        "variable TOKEN of service `web` in staging",
+        "no API_TOKEN in the environment or .keelson/secrets.env",
+        "KEELSON_SECRET_API_TOKEN",
+        "nothing was deployed",
+    ] {
+        assert!(
+            reason.contains(part),
+            "`{part}` missing from: {reason}\n{}",
+            run.dump()
+        );
+    }
+    assert_eq!(
+        host.history("staging", "web").len(),
+        1,
+        "nothing new deployed"
+    );
+    assert!(!run.started("show"));
+
+    // `keelson deploy start` resolves from the same source (here the environment wins).
+    let dir = host.project.dir.display().to_string();
+    let output = host
+        .project
+        .command()
+        .args(["deploy", "start", "staging", "--dir", &dir])
+        .env("API_TOKEN", "env-t0ken-3Wd8")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}\n{}", host.daemon_log());
+    assert!(
+        text.contains("web: secret api-token (TOKEN) from API_TOKEN"),
+        "{text}"
+    );
+    let r2_log = replica_log.with_file_name("staging-web-r2-0.log");
+    let output = std::fs::read_to_string(&r2_log).unwrap_or_default();
+    assert!(output.contains("got env-t0ken-3Wd8"), "{output}");
+}
