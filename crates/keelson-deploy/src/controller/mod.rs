@@ -1630,6 +1630,11 @@ impl Controller {
             for member in sets.into_values().flatten() {
                 member.replica.detach();
             }
+            // An in-process proxy would end with this process; end it now, so its address is
+            // free for the next `open` (a router task may still hold the slot for a moment).
+            if let Some(proxy) = &runtime._proxy {
+                proxy.shutdown_in_place().await;
+            }
         }
     }
 
