@@ -27,6 +27,14 @@
 //! until either side closes. A tunnel counts as in flight on its backend (so a drain waits for
 //! it) until it ends, or until a drain of its backend times out or the proxy shuts down, which
 //! close it. The request itself is recorded once, with status 101, when the 101 is relayed.
+//!
+//! Client connections have no per-request timer: each has a watchdog, polled only when its own
+//! timer (every [`CLIENT_WATCH_PERIOD`]) or the proxy's shutdown wakes it, which closes a
+//! connection that had no request in flight and sent no complete request head for
+//! [`CLIENT_IDLE_LOOKS`] looks in a row (idle keep-alive and slow-header clients, 20-30 s), and
+//! shuts connections down gracefully when the proxy stops. The hot path reads the clock twice per
+//! request (arrival, end of the response): the arrival time also dates the upstream deadline and
+//! the idle-pool freshness check, the end time also dates a connection given back to the pool.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -48,7 +56,7 @@ use hyper::http::uri::PathAndQuery;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -87,11 +95,12 @@ pub(crate) struct IdleUpstream {
 }
 
 impl IdleUpstream {
-    fn new(sender: UpstreamSender, addr: SocketAddr) -> IdleUpstream {
+    /// A connection parked at `parked` (the caller's clock reading, so parking costs none).
+    fn new(sender: UpstreamSender, addr: SocketAddr, parked: Instant) -> IdleUpstream {
         IdleUpstream {
             sender,
             addr,
-            parked: Instant::now(),
+            parked,
         }
     }
 
@@ -99,13 +108,21 @@ impl IdleUpstream {
         self.sender.is_closed()
     }
 
-    pub(crate) fn idle_for(&self) -> Duration {
-        self.parked.elapsed()
+    /// When the connection was parked.
+    pub(crate) fn parked(&self) -> Instant {
+        self.parked
     }
 
-    /// Open, connected to `addr` and idle for at most `max_idle`.
-    pub(crate) fn is_reusable_for(&self, addr: SocketAddr, max_idle: Duration) -> bool {
-        self.addr == addr && !self.sender.is_closed() && self.parked.elapsed() <= max_idle
+    /// Open, connected to `addr` and, at `now`, idle for at most `max_idle`.
+    pub(crate) fn is_reusable_for(
+        &self,
+        addr: SocketAddr,
+        max_idle: Duration,
+        now: Instant,
+    ) -> bool {
+        self.addr == addr
+            && !self.sender.is_closed()
+            && now.saturating_duration_since(self.parked) <= max_idle
     }
 }
 
@@ -147,6 +164,8 @@ pub(crate) struct Shared {
     /// Set (and `tunnels_closing` signalled) when the proxy stops: upgraded tunnels close.
     closing_tunnels: AtomicBool,
     tunnels_closing: Notify,
+    /// How often client connections' watchdog looks at them ([`CLIENT_WATCH_PERIOD`]).
+    client_watch_period: Duration,
 }
 
 /// A proxy running on the current tokio runtime. Dropping it stops its listeners; prefer
@@ -160,6 +179,15 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the listeners and starts serving `initial`.
     pub async fn start(config: ProxyConfig, initial: RouteTable) -> Result<Proxy, ProxyError> {
+        Proxy::start_with_client_watch(config, initial, CLIENT_WATCH_PERIOD).await
+    }
+
+    /// [`Proxy::start`] with client connections' watchdog looking every `client_watch_period`.
+    async fn start_with_client_watch(
+        config: ProxyConfig,
+        initial: RouteTable,
+        client_watch_period: Duration,
+    ) -> Result<Proxy, ProxyError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -203,6 +231,7 @@ impl Proxy {
             open_connections: AtomicUsize::new(0),
             closing_tunnels: AtomicBool::new(false),
             tunnels_closing: Notify::new(),
+            client_watch_period,
         });
         let (shutdown, watch_rx) = watch::channel(false);
         let mut accept_tasks = vec![tokio::spawn(accept_loop(
@@ -509,36 +538,191 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         shared.open_connections.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            let client_ip = HeaderValue::try_from(peer.ip().to_string()).ok();
-            let handler_shared = shared.clone();
-            let service = service_fn(move |request| {
-                let shared = handler_shared.clone();
-                let client_ip = client_ip.clone();
-                async move { Ok::<_, Infallible>(handle(shared, request, client_ip, preview).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .max_buf_size(MAX_HEAD_BYTES);
-            // hyper's default cap of 100 headers per message applies on both sides; setting it
-            // explicitly would make hyper allocate and fill a header array for every message.
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stopped(&mut shutdown) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+        tokio::spawn(serve_client(shared, stream, peer, preview, shutdown));
+    }
+}
+
+/// Serves one client connection until it closes, idles out or the proxy stops.
+///
+/// The connection is watched by [`watch_client_connection`], which is polled only when its own
+/// timer or the shutdown signal wakes it, not on every wake-up of the connection: the per-request
+/// path pays no timer and no shutdown check.
+async fn serve_client(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    preview: bool,
+    shutdown: watch::Receiver<bool>,
+) {
+    let client_ip = HeaderValue::try_from(peer.ip().to_string()).ok();
+    let activity = Arc::new(ClientActivity::default());
+    let handler_shared = shared.clone();
+    let handler_activity = activity.clone();
+    let service = service_fn(move |request| {
+        let shared = handler_shared.clone();
+        let client_ip = client_ip.clone();
+        let request_token = ClientRequest::start(&handler_activity);
+        async move {
+            Ok::<_, Infallible>(handle(shared, request, client_ip, preview, request_token).await)
+        }
+    });
+    // hyper's own header read timeout would arm (allocate, register, cancel) a timer for every
+    // request; the watchdog below closes idle and slow-header connections instead.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(true).max_buf_size(MAX_HEAD_BYTES);
+    // hyper's default cap of 100 headers per message applies on both sides; setting it
+    // explicitly would make hyper allocate and fill a header array for every message.
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let watchdog = std::pin::pin!(watch_client_connection(
+        shutdown,
+        activity,
+        shared.client_watch_period
+    ));
+    let mut watchdog = WokenOnly::new(watchdog);
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(%error, "client connection ended with an error");
             }
-            shared.open_connections.fetch_sub(1, Ordering::AcqRel);
-        });
+            return Poll::Ready(None);
+        }
+        watchdog.poll_if_woken(cx).map(Some)
+    })
+    .await;
+    match ended {
+        None => {}
+        Some(ClientWatch::Stopping) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+        // Dropping the connection closes it.
+        Some(ClientWatch::Idle) => {}
+    }
+    shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// How often a client connection's watchdog looks at it.
+const CLIENT_WATCH_PERIOD: Duration = Duration::from_secs(10);
+/// Consecutive idle looks after which a client connection is closed: it is closed between 20 and
+/// 30 s after its last request ended (or after it opened) when no request head arrives, which
+/// also bounds how long a client may take to send one (slow-header clients).
+const CLIENT_IDLE_LOOKS: u32 = 3;
+
+/// What a client connection's watchdog saw.
+enum ClientWatch {
+    /// The proxy is stopping: finish the current request, then close.
+    Stopping,
+    /// No request for [`CLIENT_IDLE_LOOKS`] looks: close now.
+    Idle,
+}
+
+/// Requests of one client connection, for its watchdog.
+#[derive(Debug, Default)]
+struct ClientActivity {
+    /// Request heads received so far.
+    started: AtomicU64,
+    /// Requests whose response has not ended yet.
+    in_flight: AtomicUsize,
+}
+
+/// One request of a client connection; counts as in flight on it until dropped (with the
+/// request's guard, i.e. when the response body ended).
+struct ClientRequest {
+    activity: Arc<ClientActivity>,
+}
+
+impl ClientRequest {
+    fn start(activity: &Arc<ClientActivity>) -> ClientRequest {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        ClientRequest {
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl Drop for ClientRequest {
+    fn drop(&mut self) {
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes when the proxy stops, or when the connection had no request in flight and received
+/// no request head during [`CLIENT_IDLE_LOOKS`] consecutive looks.
+async fn watch_client_connection(
+    mut shutdown: watch::Receiver<bool>,
+    activity: Arc<ClientActivity>,
+    period: Duration,
+) -> ClientWatch {
+    let mut seen = activity.started.load(Ordering::Relaxed);
+    let mut idle_looks = 0;
+    loop {
+        tokio::select! {
+            () = stopped(&mut shutdown) => return ClientWatch::Stopping,
+            () = tokio::time::sleep(period) => {}
+        }
+        let started = activity.started.load(Ordering::Relaxed);
+        if started != seen || activity.in_flight.load(Ordering::Relaxed) > 0 {
+            seen = started;
+            idle_looks = 0;
+            continue;
+        }
+        idle_looks += 1;
+        if idle_looks >= CLIENT_IDLE_LOOKS {
+            return ClientWatch::Idle;
+        }
+    }
+}
+
+/// A future polled only after its own waker fired (and once at first), however often the task
+/// that owns it is woken for other reasons.
+struct WokenOnly<'a, F: Future> {
+    inner: Pin<&'a mut F>,
+    flag: Arc<WakeFlag>,
+}
+
+/// Set when a [`WokenOnly`] future's waker fires; wakes the owning task.
+struct WakeFlag {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'a, F: Future> WokenOnly<'a, F> {
+    fn new(inner: Pin<&'a mut F>) -> WokenOnly<'a, F> {
+        WokenOnly {
+            inner,
+            flag: Arc::new(WakeFlag {
+                woken: AtomicBool::new(true),
+                task: futures_util::task::AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// Polls the future if its waker fired since the last poll; `Pending` otherwise.
+    fn poll_if_woken(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        // Registered before polling: a wake during the poll sets the flag and wakes the task.
+        self.flag.task.register(cx.waker());
+        let waker = std::task::Waker::from(self.flag.clone());
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
@@ -558,6 +742,10 @@ struct RequestGuard {
     error: Option<ErrorKind>,
     /// The version was drawn by weight (the sticky cookie is set on the response).
     weighted: bool,
+    /// When the response ended, if whoever ended it read the clock already.
+    ended: Option<Instant>,
+    /// Keeps the request in flight on its client connection (for the connection's watchdog).
+    _client_request: ClientRequest,
 }
 
 /// The upstream connection a response streams from, given back to the pool once it is reusable.
@@ -621,8 +809,12 @@ impl RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let status = if self.status == 0 { 499 } else { self.status };
-        self.metrics()
-            .record(status, self.error, self.started.elapsed());
+        let ended = self.ended.unwrap_or_else(Instant::now);
+        self.metrics().record(
+            status,
+            self.error,
+            ended.saturating_duration_since(self.started),
+        );
         self.metrics().in_flight.fetch_sub(1, Ordering::AcqRel);
         self.backend_state()
             .in_flight
@@ -649,11 +841,14 @@ impl Drop for GuardedBody {
         if !(self.finished || self.inner.is_end_stream()) || self.guard.error.is_some() {
             return;
         }
+        // One clock reading serves both the parked time and the request's latency.
+        let now = Instant::now();
+        self.guard.ended = Some(now);
         let backend = self.guard.backend();
         if !lease.request_had_body {
             backend
                 .state
-                .put_idle(IdleUpstream::new(lease.sender, backend.addr));
+                .put_idle(IdleUpstream::new(lease.sender, backend.addr, now));
             return;
         }
         // The request body may still be going out: park the connection once hyper says it is
@@ -664,7 +859,7 @@ impl Drop for GuardedBody {
             let mut sender = lease.sender;
             runtime.spawn(async move {
                 if sender.ready().await.is_ok() {
-                    state.put_idle(IdleUpstream::new(sender, addr));
+                    state.put_idle(IdleUpstream::new(sender, addr, Instant::now()));
                 }
             });
         }
@@ -831,15 +1026,21 @@ async fn wait_for_connection<T>(
 }
 
 /// A connection for a request to `backend`: the warmest idle one, else a slot for a new one;
-/// at the backend's cap, waits until `deadline` for one to be parked or to close.
+/// at the backend's cap, waits until `deadline` for one to be parked or to close. `now` is a
+/// recent clock reading for the first look at the idle pool (later looks read the clock).
 async fn acquire(
     backend: &CompiledBackend,
     deadline: tokio::time::Instant,
+    now: Instant,
 ) -> Result<Acquired, UpstreamError> {
     let state = &backend.state;
-    wait_for_connection(state, deadline, || match state.take_idle(backend.addr) {
-        Some(idle) => Some(Acquired::Idle(idle)),
-        None => state.try_reserve().map(Acquired::Fresh),
+    let mut first_look = Some(now);
+    wait_for_connection(state, deadline, || {
+        let now = first_look.take().unwrap_or_else(Instant::now);
+        match state.take_idle(backend.addr, now) {
+            Some(idle) => Some(Acquired::Idle(idle)),
+            None => state.try_reserve().map(Acquired::Fresh),
+        }
     })
     .await
 }
@@ -868,13 +1069,14 @@ fn connect_timeout_until(connect_timeout: Duration, deadline: tokio::time::Insta
 }
 
 /// Sends `request` to `backend` on a pooled connection (with `reuse`) or a new one, and waits
-/// for the response headers until `deadline`.
+/// for the response headers until `deadline`; `now` is a recent clock reading.
 async fn send_upstream(
     backend: &CompiledBackend,
     connect_timeout: Duration,
     mut request: Request<UpstreamBody>,
     deadline: tokio::time::Instant,
     reuse: bool,
+    now: Instant,
 ) -> Result<(Response<Incoming>, UpstreamSender), UpstreamError> {
     if !request.headers().contains_key(header::HOST) {
         request
@@ -883,7 +1085,7 @@ async fn send_upstream(
     }
     loop {
         let acquired = if reuse {
-            acquire(backend, deadline).await?
+            acquire(backend, deadline, now).await?
         } else {
             Acquired::Fresh(acquire_fresh(backend, deadline).await?)
         };
@@ -1002,6 +1204,7 @@ async fn handle(
     request: Request<Incoming>,
     client_ip: Option<HeaderValue>,
     preview: bool,
+    client_request: ClientRequest,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let picked = {
@@ -1044,6 +1247,8 @@ async fn handle(
         status: 0,
         error: None,
         weighted,
+        ended: None,
+        _client_request: client_request,
     };
 
     let (mut parts, body) = request.into_parts();
@@ -1116,6 +1321,7 @@ async fn handle(
     let mut retries = 0;
     let mut stale_retried = false;
     let mut reuse = true;
+    let mut first_attempt = true;
     loop {
         let upstream_request = match (first.take(), &template) {
             (Some((parts, body)), _) => {
@@ -1137,13 +1343,21 @@ async fn handle(
             (None, None) => return guard.fail(ErrorKind::Connect),
         };
         let target = guard.backend();
-        let deadline = tokio::time::Instant::now() + shared.upstream_timeout;
+        // The first attempt reuses the request's arrival time instead of reading the clock.
+        let now = if first_attempt {
+            first_attempt = false;
+            started
+        } else {
+            Instant::now()
+        };
+        let deadline = tokio::time::Instant::from_std(now) + shared.upstream_timeout;
         let outcome = send_upstream(
             target,
             shared.connect_timeout,
             upstream_request,
             deadline,
             reuse,
+            now,
         )
         .await;
         reuse = true;
@@ -1421,6 +1635,10 @@ mod tests {
     }
 
     async fn proxy_to(addr: SocketAddr) -> Proxy {
+        proxy_watching_clients_every(addr, CLIENT_WATCH_PERIOD).await
+    }
+
+    async fn proxy_watching_clients_every(addr: SocketAddr, period: Duration) -> Proxy {
         let config = ProxyConfig {
             service: "s".into(),
             environment: "e".into(),
@@ -1439,7 +1657,113 @@ mod tests {
             }],
             ..RouteTable::default()
         };
-        Proxy::start(config, table).await.unwrap()
+        Proxy::start_with_client_watch(config, table, period)
+            .await
+            .unwrap()
+    }
+
+    /// A backend answering `slow` after `delay`, keeping connections alive.
+    async fn slow_backend(delay: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Reads until the proxy closes `stream` (or 5 s pass); how long that took.
+    async fn time_until_closed(stream: &mut TcpStream) -> Duration {
+        let started = Instant::now();
+        let mut buffer = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "the proxy kept the idle connection open for 5 s"
+        );
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn idle_client_connections_are_closed_after_the_idle_looks() {
+        let (backend, _) = counting_backend(false).await;
+        let period = Duration::from_millis(50);
+        let proxy = proxy_watching_clients_every(backend, period).await;
+        // Never sends a request.
+        let mut silent = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+        let open_for = time_until_closed(&mut silent).await;
+        assert!(open_for >= period * (CLIENT_IDLE_LOOKS - 1), "{open_for:?}");
+        // Goes quiet after one answered request on a kept-alive connection.
+        let mut quiet = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+        quiet
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 1024];
+        let n = quiet.read(&mut buffer).await.unwrap();
+        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+        time_until_closed(&mut quiet).await;
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn slow_header_clients_are_closed() {
+        let (backend, accepted) = counting_backend(false).await;
+        let proxy = proxy_watching_clients_every(backend, Duration::from_millis(50)).await;
+        let mut slow = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .unwrap();
+        time_until_closed(&mut slow).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn requests_longer_than_the_idle_looks_are_not_cut() {
+        let backend = slow_backend(Duration::from_millis(400)).await;
+        let proxy = proxy_watching_clients_every(backend, Duration::from_millis(50)).await;
+        let mut client = TcpStream::connect(proxy.listen_addr()).await.unwrap();
+        for _ in 0..2 {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !answer.ends_with(b"slow") {
+                let n = client.read(&mut buffer).await.unwrap();
+                assert!(
+                    n > 0,
+                    "closed mid-request: {:?}",
+                    String::from_utf8_lossy(&answer)
+                );
+                answer.extend_from_slice(&buffer[..n]);
+            }
+            assert!(answer.starts_with(b"HTTP/1.1 200"));
+        }
+        proxy.shutdown().await;
     }
 
     #[tokio::test]

@@ -155,19 +155,21 @@ impl BackendState {
         self.tunnels_closing.notify_waiters();
     }
 
-    /// The most recently parked idle connection to `addr` that is still open and fresh, if any.
-    pub(crate) fn take_idle(&self, addr: SocketAddr) -> Option<IdleUpstream> {
+    /// The most recently parked idle connection to `addr` that is still open and, at `now`,
+    /// fresh, if any.
+    pub(crate) fn take_idle(&self, addr: SocketAddr, now: Instant) -> Option<IdleUpstream> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(candidate) = idle.pop_back() {
-            if candidate.is_reusable_for(addr, UPSTREAM_IDLE_TIMEOUT) {
+            if candidate.is_reusable_for(addr, UPSTREAM_IDLE_TIMEOUT, now) {
                 return Some(candidate);
             }
         }
         None
     }
 
-    /// Parks an upstream connection for reuse; drops expired ones and the oldest beyond the
-    /// idle limit, and closes `connection` instead when the backend is over its cap.
+    /// Parks an upstream connection for reuse; drops ones expired by the time it was parked and
+    /// the oldest beyond the idle limit, and closes `connection` instead when the backend is over
+    /// its cap.
     pub(crate) fn put_idle(&self, connection: IdleUpstream) {
         if connection.is_closed() {
             return;
@@ -177,11 +179,11 @@ impl BackendState {
             return;
         }
         {
+            let now = connection.parked();
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            while idle
-                .front()
-                .is_some_and(|oldest| oldest.idle_for() > UPSTREAM_IDLE_TIMEOUT)
-                || idle.len() >= MAX_IDLE_PER_BACKEND
+            while idle.front().is_some_and(|oldest| {
+                now.saturating_duration_since(oldest.parked()) > UPSTREAM_IDLE_TIMEOUT
+            }) || idle.len() >= MAX_IDLE_PER_BACKEND
             {
                 idle.pop_front();
             }
