@@ -23,6 +23,11 @@
 //! machine, not of this proxy. `KEELSON_BENCH_REFERENCES` (default `haproxy,nginx`, empty for
 //! none) picks them; one not installed is skipped with a printed reason.
 //!
+//! `KEELSON_BENCH_PIN=split` pins the load side (wrk and the backend) to CPU 0 and the proxy
+//! (Keelson's proxy thread, or the reference process) to CPU 1: the proxy then has a core of its
+//! own, as it would beside a service in production, and the direct runs use CPU 0 only. The
+//! default (no pinning) shares both cores between all three.
+//!
 //! Thread budget (identical for direct and proxied runs; every process exists during both): wrk
 //! one thread, the proxy one runtime thread in this process (current-thread runtime unless
 //! `KEELSON_BENCH_PROXY_RUNTIME=multi`), the backend its own process (hello-service: one thread
@@ -67,6 +72,66 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether and how processes are pinned to CPUs (`KEELSON_BENCH_PIN`).
+fn split_pinning() -> bool {
+    static SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPLIT.get_or_init(|| match std::env::var("KEELSON_BENCH_PIN").as_deref() {
+        Ok("split") => true,
+        Ok("") | Err(_) => false,
+        Ok(other) => panic!("KEELSON_BENCH_PIN: {other:?} is not `split`"),
+    })
+}
+
+/// CPU of the load side (wrk, the backend) under split pinning.
+const LOAD_CPU: usize = 0;
+/// CPU of the proxy under split pinning.
+const PROXY_CPU: usize = 1;
+
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// Pins the process `command` starts (all its threads) to `cpu` under split pinning.
+fn pin_command(command: &mut Command, cpu: usize) {
+    if !split_pinning() {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let set = cpu_set(cpu);
+    // SAFETY: sched_setaffinity is async-signal-safe and reads only `set`, prepared before fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Pins the calling thread to `cpu` under split pinning.
+fn pin_this_thread(cpu: usize) {
+    if !split_pinning() {
+        return;
+    }
+    let set = cpu_set(cpu);
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t.
+    let result =
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(
+        result,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 struct Settings {
@@ -134,6 +199,14 @@ fn main() {
         settings.paced_connections,
         settings.seconds,
         settings.rounds
+    );
+    println!(
+        "pinning: {}",
+        if split_pinning() {
+            "split: wrk and the backend on CPU 0, the proxy on CPU 1"
+        } else {
+            "none: wrk, the backend and the proxy share every CPU"
+        }
     );
     println!(
         "threads: wrk 1; proxy {} in this process; hello-service {hello_workers} connection \
@@ -221,7 +294,9 @@ fn start_hello_service(workers: u64, scratch: &Path) -> BackendProcess {
     let exe = build_hello_service();
     let addr_file = scratch.join("hello.addr");
     let _ = std::fs::remove_file(&addr_file);
-    let child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    pin_command(&mut command, LOAD_CPU);
+    let child = command
         .env("HELLO_ADDR", "127.0.0.1:0")
         .env("HELLO_ADDR_FILE", &addr_file)
         .env("HELLO_WORKERS", workers.to_string())
@@ -258,7 +333,9 @@ fn start_hello_service(workers: u64, scratch: &Path) -> BackendProcess {
 
 fn start_trivial_backend() -> BackendProcess {
     let exe = std::env::current_exe().expect("own executable");
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    pin_command(&mut command, LOAD_CPU);
+    let mut child = command
         .env(BACKEND_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -294,6 +371,7 @@ impl ProxyThread {
         let thread = std::thread::Builder::new()
             .name("proxy".into())
             .spawn(move || {
+                pin_this_thread(PROXY_CPU);
                 let runtime = if multi_thread {
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(threads)
@@ -431,6 +509,7 @@ impl ReferenceProxy {
                 .arg(&config);
             ("nginx", command)
         };
+        pin_command(&mut command, PROXY_CPU);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -689,6 +768,7 @@ fn median(runs: Vec<Run>) -> Run {
 
 fn wrk(addr: SocketAddr, connections: u64, seconds: u64, script: Option<&Path>) -> Run {
     let mut command = Command::new(WRK);
+    pin_command(&mut command, LOAD_CPU);
     command.args([
         "-t1".to_owned(),
         format!("-c{connections}"),
