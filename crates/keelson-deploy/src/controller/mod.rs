@@ -293,6 +293,29 @@ fn slots_root(state_dir: &Path) -> PathBuf {
     state_dir.join("slots")
 }
 
+/// The `(environment, service)` of every slot directory under `root` (`<root>/<env>/<service>`);
+/// names that are not UTF-8 are skipped, a missing root is no slots.
+fn recorded_slots(root: &Path) -> Vec<(String, String)> {
+    let mut slots = Vec::new();
+    let Ok(envs) = std::fs::read_dir(root) else {
+        return slots;
+    };
+    for env in envs.flatten() {
+        let Ok(services) = std::fs::read_dir(env.path()) else {
+            continue;
+        };
+        for service in services.flatten() {
+            if let (Some(e), Some(s)) = (
+                env.file_name().to_str().map(str::to_string),
+                service.file_name().to_str().map(str::to_string),
+            ) {
+                slots.push((e, s));
+            }
+        }
+    }
+    slots
+}
+
 /// Stops every replica the state under `state_dir` records (stable and rollout sets of every
 /// slot) with its release's stop settings, without opening a controller: nothing is adopted,
 /// restarted or routed, and the state files are left as they are. Returns how many replicas were
@@ -304,59 +327,44 @@ pub async fn stop_recorded(state_dir: &Path) -> (usize, Vec<String>) {
     let mut docker: Option<Result<DockerTarget, String>> = None;
     let mut stopped = 0;
     let mut errors = Vec::new();
-    let Ok(envs) = std::fs::read_dir(&root) else {
-        return (0, errors);
-    };
-    for env in envs.flatten() {
-        let Ok(services) = std::fs::read_dir(env.path()) else {
-            continue;
-        };
-        for service in services.flatten() {
-            let (Some(e), Some(s)) = (
-                env.file_name().to_str().map(str::to_string),
-                service.file_name().to_str().map(str::to_string),
-            ) else {
+    for (e, s) in recorded_slots(&root) {
+        let state = match SlotFiles::new(&root, &e, &s).load() {
+            Ok(Some(state)) => state,
+            Ok(None) => continue,
+            Err(err) => {
+                errors.push(format!("{e}/{s}: {err}"));
                 continue;
-            };
-            let state = match SlotFiles::new(&root, &e, &s).load() {
-                Ok(Some(state)) => state,
-                Ok(None) => continue,
-                Err(err) => {
-                    errors.push(format!("{e}/{s}: {err}"));
-                    continue;
-                }
-            };
-            for set in state
-                .stable
-                .iter()
-                .chain(state.rollout.as_ref().map(|r| &r.new))
-            {
-                for record in set.replicas.iter().flatten() {
-                    let result = match &record.handle {
-                        crate::target::ReplicaHandle::Process { .. } => {
-                            process.stop(record, &set.release.service.stop).await
-                        }
-                        crate::target::ReplicaHandle::Container { .. } => {
-                            if docker.is_none() {
-                                docker =
-                                    Some(DockerTarget::connect().await.map_err(|e| e.to_string()));
-                            }
-                            match docker.as_ref() {
-                                Some(Ok(target)) => {
-                                    target.stop(record, &set.release.service.stop).await
-                                }
-                                Some(Err(err)) => {
-                                    errors.push(format!("{}: {err}", record.id));
-                                    continue;
-                                }
-                                None => continue,
-                            }
-                        }
-                    };
-                    match result {
-                        Ok(()) => stopped += 1,
-                        Err(err) => errors.push(format!("{}: {err}", record.id)),
+            }
+        };
+        for set in state
+            .stable
+            .iter()
+            .chain(state.rollout.as_ref().map(|r| &r.new))
+        {
+            for record in set.replicas.iter().flatten() {
+                let result = match &record.handle {
+                    crate::target::ReplicaHandle::Process { .. } => {
+                        process.stop(record, &set.release.service.stop).await
                     }
+                    crate::target::ReplicaHandle::Container { .. } => {
+                        if docker.is_none() {
+                            docker = Some(DockerTarget::connect().await.map_err(|e| e.to_string()));
+                        }
+                        match docker.as_ref() {
+                            Some(Ok(target)) => {
+                                target.stop(record, &set.release.service.stop).await
+                            }
+                            Some(Err(err)) => {
+                                errors.push(format!("{}: {err}", record.id));
+                                continue;
+                            }
+                            None => continue,
+                        }
+                    }
+                };
+                match result {
+                    Ok(()) => stopped += 1,
+                    Err(err) => errors.push(format!("{}: {err}", record.id)),
                 }
             }
         }
@@ -406,25 +414,11 @@ impl Controller {
 
     async fn recover(&self) -> Result<(), DeployError> {
         let root = slots_root(&self.inner.config.state_dir);
-        let Ok(envs) = std::fs::read_dir(&root) else {
-            return Ok(());
-        };
-        for env in envs.flatten() {
-            let Ok(services) = std::fs::read_dir(env.path()) else {
-                continue;
-            };
-            for service in services.flatten() {
-                let (Some(e), Some(s)) = (
-                    env.file_name().to_str().map(str::to_string),
-                    service.file_name().to_str().map(str::to_string),
-                ) else {
-                    continue;
-                };
-                let files = SlotFiles::new(&root, &e, &s);
-                let Some(state) = files.load()? else { continue };
-                if let Err(err) = self.recover_slot(files, state).await {
-                    tracing::error!(environment = %e, service = %s, error = %err, "cannot recover slot");
-                }
+        for (e, s) in recorded_slots(&root) {
+            let files = SlotFiles::new(&root, &e, &s);
+            let Some(state) = files.load()? else { continue };
+            if let Err(err) = self.recover_slot(files, state).await {
+                tracing::error!(environment = %e, service = %s, error = %err, "cannot recover slot");
             }
         }
         Ok(())
