@@ -346,6 +346,41 @@ impl Load {
     }
 }
 
+/// `clients` new clients each send `requests` requests to `addr`, keeping the cookie the proxy
+/// sets; asserts every answer is 200, every client got a cookie and stayed on one version, and
+/// returns how many clients each version got.
+async fn sticky_clients(addr: &str, clients: u32, requests: u32) -> BTreeMap<String, u32> {
+    let mut clients_by_version: BTreeMap<String, u32> = BTreeMap::new();
+    for client_number in 0..clients {
+        let client = http_client();
+        let mut cookie: Option<String> = None;
+        let mut seen = Vec::new();
+        for _ in 0..requests {
+            let headers: Vec<(&str, &str)> = cookie
+                .as_deref()
+                .map(|c| vec![("Cookie", c)])
+                .unwrap_or_default();
+            let answer = get(&client, addr, &headers).await.expect("GET");
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            if let Some(set) = answer.set_cookie.first() {
+                // Keep `name=value`, drop the attributes.
+                cookie = set.split(';').next().map(str::to_string);
+            }
+            seen.push(answer.version().expect("a hello body"));
+        }
+        assert!(
+            cookie.is_some(),
+            "client {client_number} never got a cookie"
+        );
+        assert!(
+            seen.iter().all(|v| *v == seen[0]),
+            "client {client_number} switched versions: {seen:?} (cookie {cookie:?})"
+        );
+        *clients_by_version.entry(seen[0].clone()).or_default() += 1;
+    }
+    clients_by_version
+}
+
 /// Exactly `requests` GETs spread over `clients` concurrent keep-alive clients.
 async fn burst(addr: &str, requests: usize, clients: usize, headers: &[(&str, &str)]) -> Tally {
     let headers: Vec<(String, String)> = headers
@@ -1410,34 +1445,7 @@ async fn ab_test_routes_by_header_and_sticks_by_cookie() {
             .await
             .expect("deploy");
         h.until_paused("test").await;
-        let mut clients_by_version: BTreeMap<String, u32> = BTreeMap::new();
-        for client_number in 0..12 {
-            let client = http_client();
-            let mut cookie: Option<String> = None;
-            let mut seen = Vec::new();
-            for _ in 0..20 {
-                let headers: Vec<(&str, &str)> = cookie
-                    .as_deref()
-                    .map(|c| vec![("Cookie", c)])
-                    .unwrap_or_default();
-                let answer = get(&client, &h.listen, &headers).await.expect("GET");
-                assert_eq!(answer.status, 200, "{}", answer.body);
-                if let Some(set) = answer.set_cookie.first() {
-                    // Keep `name=value`, drop the attributes.
-                    cookie = set.split(';').next().map(str::to_string);
-                }
-                seen.push(answer.version().expect("a hello body"));
-            }
-            assert!(
-                cookie.is_some(),
-                "client {client_number} never got a cookie"
-            );
-            assert!(
-                seen.iter().all(|v| *v == seen[0]),
-                "client {client_number} switched versions: {seen:?} (cookie {cookie:?})"
-            );
-            *clients_by_version.entry(seen[0].clone()).or_default() += 1;
-        }
+        let clients_by_version = sticky_clients(&h.listen, 12, 20).await;
         println!("a/b at 50 %: clients by version {clients_by_version:?}");
         assert!(
             clients_by_version.contains_key("r2") && clients_by_version.contains_key("r3"),
@@ -2309,33 +2317,7 @@ async fn docker_ab_test_routes_by_header_and_sticks_by_cookie() {
         assert_eq!(with_header.count("r2"), 30, "{:?}", with_header.samples);
 
         // Other clients: half of them on r2, each one sticky by its cookie.
-        let mut clients_by_version: BTreeMap<String, u32> = BTreeMap::new();
-        for client_number in 0..12 {
-            let client = http_client();
-            let mut cookie: Option<String> = None;
-            let mut seen = Vec::new();
-            for _ in 0..8 {
-                let headers: Vec<(&str, &str)> = cookie
-                    .as_deref()
-                    .map(|c| vec![("Cookie", c)])
-                    .unwrap_or_default();
-                let answer = get(&client, &h.listen, &headers).await.expect("GET");
-                assert_eq!(answer.status, 200, "{}", answer.body);
-                if let Some(set) = answer.set_cookie.first() {
-                    cookie = set.split(';').next().map(str::to_string);
-                }
-                seen.push(answer.version().expect("a hello body"));
-            }
-            assert!(
-                cookie.is_some(),
-                "client {client_number} never got a cookie"
-            );
-            assert!(
-                seen.iter().all(|v| *v == seen[0]),
-                "client {client_number} switched versions: {seen:?} (cookie {cookie:?})"
-            );
-            *clients_by_version.entry(seen[0].clone()).or_default() += 1;
-        }
+        let clients_by_version = sticky_clients(&h.listen, 12, 8).await;
         println!("docker a/b at 50 %: clients by version {clients_by_version:?}");
         assert!(
             clients_by_version.contains_key("r1") && clients_by_version.contains_key("r2"),
