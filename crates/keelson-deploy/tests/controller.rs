@@ -651,6 +651,25 @@ where
     );
 }
 
+/// Runs `test` with a controller reopened on the harness directory `dir` (as after a restart)
+/// and stops that controller afterwards, also when the test panics.
+async fn with_reopened<F, Fut>(dir: PathBuf, test: F)
+where
+    F: FnOnce(Controller) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let reopened = Controller::open(Harness::controller_config(&dir))
+        .await
+        .expect("reopening the controller");
+    let result = AssertUnwindSafe(test(reopened.clone()))
+        .catch_unwind()
+        .await;
+    reopened.stop_all().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// Kills the processes whose program lies under `dir` (this test's releases); returns them.
 fn kill_leftovers(dir: &Path) -> Vec<i32> {
     let mut killed = Vec::new();
@@ -1038,10 +1057,7 @@ async fn request_secrets_are_sealed_per_release_and_used_at_every_start() {
         // restarts a replica that died meanwhile with the release's value.
         h.controller.detach().await;
         kill(r2_pids[0]);
-        let reopened = Controller::open(Harness::controller_config(h.dir.path()))
-            .await
-            .expect("reopening the controller");
-        let result = AssertUnwindSafe(async {
+        with_reopened(h.dir.path().to_path_buf(), |reopened| async move {
             until_token_printed(&reopened, "r2", REQUEST_TOKEN_V2, 2).await;
 
             // A tampered sealed file: an error for that release; the slot keeps serving.
@@ -1085,12 +1101,7 @@ async fn request_secrets_are_sealed_per_release_and_used_at_every_start() {
                 );
             }
         })
-        .catch_unwind()
         .await;
-        reopened.stop_all().await;
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
     })
     .await;
 }
@@ -1723,10 +1734,7 @@ async fn reopened_controller_adopts_running_replicas() {
             "replicas died on detach"
         );
 
-        let reopened = Controller::open(Harness::controller_config(h.dir.path()))
-            .await
-            .expect("reopening the controller");
-        let result = AssertUnwindSafe(async {
+        with_reopened(h.dir.path().to_path_buf(), |reopened| async move {
             let deadline = Instant::now() + Duration::from_secs(20);
             let status = loop {
                 let slots = reopened.status(Some("test"), Some(SERVICE)).await;
@@ -1760,12 +1768,7 @@ async fn reopened_controller_adopts_running_replicas() {
             assert_only(&h.listen, "r2", 20).await;
             assert_gone(&stable_pids).await;
         })
-        .catch_unwind()
         .await;
-        reopened.stop_all().await;
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
     })
     .await;
 }
@@ -1793,10 +1796,7 @@ async fn resumed_canary_keeps_its_weight_after_a_restart() {
         h.controller.detach().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        let reopened = Controller::open(Harness::controller_config(h.dir.path()))
-            .await
-            .expect("reopening the controller");
-        let result = AssertUnwindSafe(async {
+        with_reopened(h.dir.path().to_path_buf(), |reopened| async move {
             // Give the adopted replicas a moment to pass readiness again.
             let deadline = Instant::now() + Duration::from_secs(10);
             let after = loop {
@@ -1839,12 +1839,7 @@ async fn resumed_canary_keeps_its_weight_after_a_restart() {
             );
             assert_only(&h.listen, "r2", 20).await;
         })
-        .catch_unwind()
         .await;
-        reopened.stop_all().await;
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
     })
     .await;
 }
@@ -1878,10 +1873,7 @@ async fn resumed_ab_test_keeps_its_header_rule_after_a_restart() {
             20
         );
         h.controller.detach().await;
-        let reopened = Controller::open(Harness::controller_config(h.dir.path()))
-            .await
-            .expect("reopening the controller");
-        let result = AssertUnwindSafe(async {
+        with_reopened(h.dir.path().to_path_buf(), |reopened| async move {
             // The in-process proxy went with the detached controller: wait until it serves and
             // the adopted new replica passed readiness again (until then the rule has no ready
             // backend and its requests go to stable).
@@ -1916,12 +1908,7 @@ async fn resumed_ab_test_keeps_its_header_rule_after_a_restart() {
             assert_eq!(done.outcome, Some(Outcome::Aborted), "{:?}", done.reason);
             assert_only(&h.listen, "r1", 20).await;
         })
-        .catch_unwind()
         .await;
-        reopened.stop_all().await;
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
     })
     .await;
 }
