@@ -1962,7 +1962,7 @@ async fn a_changed_listen_address_moves_the_proxy() {
         assert_eq!(
             pids(status.stable.as_ref().unwrap()),
             before,
-            "the stable replicas were adopted, not restarted"
+            "the stable replicas were adopted, not restarted; status: {status:#?}"
         );
         let split = burst(&moved_to, 100, 2, &[]).await;
         assert_eq!(split.failed(), 0, "{:?}", split.samples);

@@ -1010,15 +1010,15 @@ impl Controller {
             .await
             .remove(&(environment.clone(), service.clone()));
         runtime.router_stop.notify_one();
-        slot.persist_records().await;
-        let sets = std::mem::take(&mut *slot.sets.lock().await);
+        // The router may be mid-step; once retired, the old slot cannot save over the moved
+        // state (it would save its old addresses, or sets already taken from it, as empty).
+        let (mut state, sets) = slot.hand_over().await;
         for member in sets.into_values().flatten() {
             member.replica.detach();
         }
         if let Some(proxy) = &runtime._proxy {
             proxy.shutdown_in_place().await;
         }
-        let mut state = slot.state.lock().unwrap().clone();
         state.environment_spec = env_spec.clone();
         slot.files.save(&state)?;
         let event = format!(
@@ -1618,9 +1618,10 @@ impl Controller {
                 task.abort();
             }
             // Records of replicas started since the router last saved them, so the next
-            // `open` adopts them instead of starting others beside them.
-            runtime.slot.persist_records().await;
-            let sets = std::mem::take(&mut *runtime.slot.sets.lock().await);
+            // `open` adopts them instead of starting others beside them; after that the slot
+            // saves nothing more (a router or rollout step still running cannot save the
+            // taken sets as empty over them).
+            let (_, sets) = runtime.slot.hand_over().await;
             for member in sets.into_values().flatten() {
                 member.replica.detach();
             }

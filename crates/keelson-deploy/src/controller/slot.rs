@@ -9,8 +9,12 @@
 //!   before it is stopped: in-flight requests finish, new ones go elsewhere.
 //! - While a new version gets weighted traffic the proxy holds a lease naming the stable version;
 //!   the router renews it. If this process dies the proxy falls back to stable by itself.
+//! - A handed-over slot (detached, or moved to new addresses) never writes its state again: a
+//!   router or rollout task still finishing its step cannot overwrite what the next owner of
+//!   the slot directory reads or writes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -78,6 +82,8 @@ pub struct Slot {
     /// The table last pushed to the proxy (serialises pushes).
     pushed: Mutex<Option<RouteTable>>,
     pub changed: Notify,
+    /// Set by [`Slot::hand_over`]; checked under the `state` lock before every save.
+    retired: AtomicBool,
 }
 
 impl Slot {
@@ -98,6 +104,7 @@ impl Slot {
             sets: Mutex::new(BTreeMap::new()),
             pushed: Mutex::new(None),
             changed: Notify::new(),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -309,6 +316,21 @@ impl Slot {
         self.persist_records().await;
     }
 
+    /// Hands the slot over: saves the current replica records, then marks the slot retired (it
+    /// never saves its state again, whatever task still holds it) and takes its replica sets
+    /// out. Returns the state as saved, with the records, and the sets (still supervised: the
+    /// caller detaches or stops them).
+    pub async fn hand_over(&self) -> (SlotState, BTreeMap<String, Vec<Member>>) {
+        self.persist_records().await;
+        let state = {
+            let state = self.state.lock().unwrap();
+            self.retired.store(true, Ordering::SeqCst);
+            state.clone()
+        };
+        let sets = std::mem::take(&mut *self.sets.lock().await);
+        (state, sets)
+    }
+
     /// Copies the current replica records of each set into the persisted state and saves it if
     /// anything changed.
     pub async fn persist_records(&self) {
@@ -327,6 +349,9 @@ impl Slot {
                 .collect()
         };
         let mut state = self.state.lock().unwrap();
+        if self.retired.load(Ordering::SeqCst) {
+            return;
+        }
         let before = state.clone();
         let apply = |set: &mut SetState| {
             if let Some(members) = records.get(&set.release.version) {
@@ -361,7 +386,9 @@ impl Slot {
     pub fn update_state(&self, edit: impl FnOnce(&mut SlotState)) {
         let mut state = self.state.lock().unwrap();
         edit(&mut state);
-        if let Err(e) = self.files.save(&state) {
+        if !self.retired.load(Ordering::SeqCst)
+            && let Err(e) = self.files.save(&state)
+        {
             tracing::error!(error = %e, "cannot save deployment state");
         }
     }
