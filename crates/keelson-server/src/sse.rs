@@ -59,9 +59,20 @@ pub async fn run_events(
                     .collect::<Vec<LogLineInfo>>(),
             )
         };
-        if !send_run(&state, run.id, &sender).await {
+        // The last lines, then `end`: once the viewer was sent the run's final state.
+        let finish = |last: (i64, i64), state: AppState, sender: mpsc::Sender<Event>| async move {
+            // Give the final log batch a moment to land.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(rest) = send_backlog(last, state, run.id).await {
+                for line in rest {
+                    let _ = sender.send(json_event("log", &line)).await;
+                }
+            }
+            let _ = sender.send(Event::default().event("end").data("{}")).await;
+        };
+        let Some(ended) = send_run(&state, run.id, &sender).await else {
             return;
-        }
+        };
         let Some(backlog) = send_backlog(last, state.clone(), run.id).await else {
             return;
         };
@@ -70,6 +81,10 @@ pub async fn run_events(
             if sender.send(json_event("log", &line)).await.is_err() {
                 return;
             }
+        }
+        if ended {
+            finish(last, state.clone(), sender.clone()).await;
+            return;
         }
         loop {
             let event = tokio::select! {
@@ -88,25 +103,22 @@ pub async fn run_events(
                     }
                 }
                 Ok(LiveEvent::RunChanged { run_id }) if run_id == run.id.0 => {
-                    if !send_run(&state, run.id, &sender).await {
+                    // Whether the run ended is judged on the very state just sent: a second
+                    // read could see an end the viewer was never sent.
+                    let Some(ended) = send_run(&state, run.id, &sender).await else {
                         return;
-                    }
-                    if let Ok(current) = state.store().get_run(run.id).await
-                        && current.status.is_terminal()
-                    {
-                        // Give the final log batch a moment to land, then close.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        if let Some(rest) = send_backlog(last, state.clone(), run.id).await {
-                            for line in rest {
-                                let _ = sender.send(json_event("log", &line)).await;
-                            }
-                        }
-                        let _ = sender.send(Event::default().event("end").data("{}")).await;
+                    };
+                    if ended {
+                        finish(last, state.clone(), sender.clone()).await;
                         return;
                     }
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
+                    // Missed events may include the run's own changes: send its state again.
+                    let Some(ended) = send_run(&state, run.id, &sender).await else {
+                        return;
+                    };
                     let Some(rest) = send_backlog(last, state.clone(), run.id).await else {
                         return;
                     };
@@ -115,6 +127,10 @@ pub async fn run_events(
                         if sender.send(json_event("log", &line)).await.is_err() {
                             return;
                         }
+                    }
+                    if ended {
+                        finish(last, state.clone(), sender.clone()).await;
+                        return;
                     }
                 }
                 Err(RecvError::Closed) => return,
@@ -127,13 +143,11 @@ pub async fn run_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn send_run(state: &AppState, run_id: RunId, sender: &mpsc::Sender<Event>) -> bool {
-    let Ok(run) = state.store().get_run(run_id).await else {
-        return false;
-    };
-    let Ok(project) = state.store().get_project(run.project_id).await else {
-        return false;
-    };
+/// Sends the run's current state; whether that state is final, `None` when the run cannot be
+/// read or the viewer went away.
+async fn send_run(state: &AppState, run_id: RunId, sender: &mpsc::Sender<Event>) -> Option<bool> {
+    let run = state.store().get_run(run_id).await.ok()?;
+    let project = state.store().get_project(run.project_id).await.ok()?;
     let jobs = state
         .store()
         .list_pipeline_jobs(run.id)
@@ -142,5 +156,6 @@ async fn send_run(state: &AppState, run_id: RunId, sender: &mpsc::Sender<Event>)
     sender
         .send(json_event("run", &run_info(&run, &project.name, &jobs)))
         .await
-        .is_ok()
+        .ok()?;
+    Some(run.status.is_terminal())
 }

@@ -279,15 +279,27 @@ impl Browser {
         let url = self.command(reqwest::Method::GET, "/url", None).await;
         let source = self.command(reqwest::Method::GET, "/source", None).await;
         let shot = self.screenshot("failure").await;
+        // What the page loaded (scripts, event streams) and when, and the live indicator's
+        // state: tells a script that never ran from a stream that never delivered.
+        let resources = self
+            .script(
+                "return performance.getEntriesByType('resource').map(function (e) { \
+                   return e.name + ' start=' + Math.round(e.startTime) + ' end=' + Math.round(e.responseEnd); \
+                 }).join('\\n') + '\\nnavigation start=' + Math.round(performance.timeOrigin) \
+                 + ' now=' + Math.round(performance.now()) + '\\nlive: ' \
+                 + (document.getElementById('live') ? document.getElementById('live').outerHTML : 'none');",
+            )
+            .await;
         let server_log = self
             .server_log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         panic!(
-            "{message}\n--- page {url} (screenshot {}) ---\n{}\n--- server stderr ---\n{server_log}",
+            "{message}\n--- page {url} (screenshot {}) ---\n{}\n--- resources ---\n{}\n--- server stderr ---\n{server_log}",
             shot.display(),
-            source.as_str().unwrap_or_default()
+            source.as_str().unwrap_or_default(),
+            resources.as_str().unwrap_or_default()
         );
     }
 
