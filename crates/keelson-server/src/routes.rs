@@ -236,7 +236,9 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/api/v1/runs/{run}/events",
         Access::Project(Viewer),
-        "Live run state and log lines (Server-Sent Events).",
+        "Live run state and log lines (Server-Sent Events): `run` (the run, with its jobs), \
+         `log` (each line once, in order), and `end` after the run's final state was sent; on a \
+         finished run, its state and log, then `end`.",
         None,
         "event-stream"
     ),

@@ -3,56 +3,12 @@
 //! nothing, and the project's deployment list is newest first, filtered, paged, and shown only to
 //! the project's members.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+mod support;
 
-use keelson_server::{ServerConfig, Tuning};
 use serde_json::{Value, json};
+use support::Server;
 
 const ADMIN: &str = "kt_deploys-admin-bootstrap-token-00000";
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "T")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "T")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .status()
-        .expect("git");
-    assert!(status.success(), "git {args:?}");
-}
-
-struct Api {
-    url: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", self.url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
 
 fn record(environment: &str, revision: u64, state: &str, started_at: i64) -> Value {
     json!({
@@ -73,75 +29,21 @@ fn record(environment: &str, revision: u64, state: &str, started_at: i64) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_reports_are_stored_once_from_the_lease_holder_and_listed_per_project() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        work.join(".keelson.yml"),
+    let server = Server::start(
+        ADMIN,
         "jobs:\n  ship:\n    steps:\n      - run: echo ship\n",
     )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "one"]);
-    let running = keelson_server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        database_url: None,
-        bootstrap_token: Some(ADMIN.into()),
-        tuning: Tuning {
-            max_lease_wait: Duration::from_millis(10),
-            ..Tuning::default()
-        },
-    })
-    .await
-    .expect("server starts");
-    let api = Api {
-        url: format!("http://{}", running.addr),
-        client: reqwest::Client::new(),
-    };
+    .await;
+    let api = &server.api;
     let admin = Some(ADMIN);
     for name in ["shop", "other"] {
-        let (status, answer) = api
-            .call(
-                "POST",
-                "/api/v1/projects",
-                admin,
-                Some(json!({"name": name, "repository": work.display().to_string()})),
-            )
-            .await;
-        assert_eq!(status, 201, "{answer}");
+        server.project(name).await;
     }
     api.call("POST", "/api/v1/projects/shop/runs", admin, Some(json!({})))
         .await;
-    let (_, created) = api
-        .call(
-            "POST",
-            "/api/v1/agent-tokens",
-            admin,
-            Some(json!({"name": "ci"})),
-        )
-        .await;
-    let agent = created["token"].as_str().unwrap().to_string();
-    let agent = Some(agent.as_str());
-    api.call(
-        "POST",
-        "/api/v1/agent/register",
-        agent,
-        Some(json!({"name": "deployer", "labels": []})),
-    )
-    .await;
-    let (status, lease) = api
-        .call(
-            "POST",
-            "/api/v1/agent/lease",
-            agent,
-            Some(json!({"agent": "deployer", "wait_ms": 5000})),
-        )
-        .await;
-    assert_eq!(status, 200, "{lease}");
-    let job = lease["job_id"].as_i64().unwrap();
-    let attempt = lease["attempt"].as_i64().unwrap();
+    let agent_token = server.agent("deployer").await;
+    let (job, attempt) = server.lease(&agent_token, "deployer").await;
+    let agent = Some(agent_token.as_str());
     let report_path = format!("/api/v1/agent/jobs/{job}/deployments");
     let report = |attempt: i64, deployments: Vec<Value>| {
         Some(json!({"attempt": attempt, "job": "deploy-staging", "deployments": deployments}))
@@ -299,5 +201,5 @@ async fn deploy_reports_are_stored_once_from_the_lease_holder_and_listed_per_pro
         )
         .await;
     assert_eq!((status, answer["code"].as_str()), (409, Some("lease_lost")));
-    running.stop().await.unwrap();
+    server.running.stop().await.unwrap();
 }
