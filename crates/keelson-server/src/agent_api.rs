@@ -3,8 +3,9 @@
 //! agent registration tokens only.
 //!
 //! Invariants:
-//! - Every call after the lease names the attempt it holds; the store refuses a stale attempt
-//!   and the agent hears `409 lease_lost`.
+//! - Every call after the lease names the attempt it holds, and is made with the registration
+//!   token the lease was taken with ([`held_job`]); a stale attempt, an ended job or another
+//!   token gets `409 lease_lost`, and changes nothing.
 //! - Deployment reports are stored once per (job, attempt, environment, service, revision): a
 //!   resend after a lost answer is acknowledged again and never duplicates a row.
 //! - A job completes only after every log line the agent sent is stored (`last_seq`), and its
@@ -20,7 +21,7 @@ use keelson_api::{
     AgentLogLine, AgentRegistered, Completion, DeploymentReport, Heartbeat, HeartbeatReply,
     JobState, Lease, LeaseRequest, LogAck, LogBatch, LogLineInfo, Progress, RegisterAgent,
 };
-use keelson_store::{JobId, LogLine, Status};
+use keelson_store::{Job, JobId, LogLine, Status};
 
 use crate::api::check_name_up_to;
 use crate::auth::AgentCaller;
@@ -59,7 +60,7 @@ pub async fn register(
 /// `POST /api/v1/agent/lease`: `200` with a lease, or `204` after waiting.
 pub async fn lease(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Json(body): Json<LeaseRequest>,
 ) -> Answer<Response> {
     let Some(agent) = state.store().agent_by_name(&body.agent).await? else {
@@ -79,7 +80,13 @@ pub async fn lease(
         state.store().touch_agent(&agent.name, now).await?;
         if let Some(job) = state
             .store()
-            .lease_job(&agent.name, &agent.labels, now, state.tuning().lease_ttl)
+            .lease_job_with_token(
+                &agent.name,
+                &agent.labels,
+                Some(caller.token_id),
+                now,
+                state.tuning().lease_ttl,
+            )
             .await?
         {
             let run = state.store().get_run(job.run_id).await?;
@@ -116,23 +123,47 @@ pub async fn lease(
     }
 }
 
-async fn holder(state: &AppState, job_id: i64) -> Answer<String> {
+/// The job `job_id`, if `caller` may act on its lease: the job exists and its latest lease was
+/// taken with the caller's registration token. Otherwise `409 lease_lost` (which also hides
+/// whether another token's job exists).
+async fn leased_with_token(state: &AppState, caller: &AgentCaller, job_id: i64) -> Answer<Job> {
     let job = state
         .store()
         .get_job(JobId(job_id))
         .await
         .map_err(|_| Failure::lease_lost())?;
-    job.leased_by.ok_or_else(Failure::lease_lost)
+    if state.store().job_lease_token(job.id).await? != Some(caller.token_id) {
+        return Err(Failure::lease_lost());
+    }
+    Ok(job)
+}
+
+/// The job `job_id` while `caller` holds its lease at `attempt`: running, at that attempt,
+/// leased with the caller's registration token. Otherwise `409 lease_lost`.
+pub(crate) async fn held_job(
+    state: &AppState,
+    caller: &AgentCaller,
+    job_id: i64,
+    attempt: i64,
+) -> Answer<Job> {
+    let job = leased_with_token(state, caller, job_id).await?;
+    if job.status != Status::Running || job.attempt != attempt {
+        return Err(Failure::lease_lost());
+    }
+    Ok(job)
 }
 
 /// `POST /api/v1/agent/jobs/{job}/heartbeat`.
 pub async fn heartbeat(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Path(job_id): Path<i64>,
     Json(body): Json<Heartbeat>,
 ) -> Answer<Json<HeartbeatReply>> {
-    let agent = holder(&state, job_id).await?;
+    let agent = held_job(&state, &caller, job_id, body.attempt)
+        .await?
+        .leased_by
+        .ok_or_else(Failure::lease_lost)?;
     let now = state.now();
     let answer = state
         .store()
@@ -153,7 +184,7 @@ pub async fn heartbeat(
 /// `POST /api/v1/agent/jobs/{job}/logs`.
 pub async fn logs(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Path(job_id): Path<i64>,
     raw: axum::body::Bytes,
 ) -> Answer<Json<LogAck>> {
@@ -167,6 +198,8 @@ pub async fn logs(
         ))
     })?;
     drop(raw);
+    // The store checks the attempt again in the append's own transaction.
+    held_job(&state, &caller, job_id, body.attempt).await?;
     let bytes: usize = body.lines.iter().map(|line| line.text.len() + 1).sum();
     let count = body.lines.len();
     let lines: Vec<LogLine> = body
@@ -207,14 +240,11 @@ pub async fn logs(
 /// `POST /api/v1/agent/jobs/{job}/progress`.
 pub async fn progress(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Path(job_id): Path<i64>,
     Json(body): Json<Progress>,
 ) -> Answer<StatusCode> {
-    let job = state.store().get_job(JobId(job_id)).await?;
-    if job.status != Status::Running || job.attempt != body.attempt {
-        return Err(Failure::lease_lost());
-    }
+    let job = held_job(&state, &caller, job_id, body.attempt).await?;
     for update in &body.updates {
         state
             .store()
@@ -240,17 +270,17 @@ const MAX_DEPLOYMENTS_PER_REPORT: usize = 256;
 /// running attempt made. Every record is checked before any is stored.
 pub async fn deployments(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Path(job_id): Path<i64>,
     Json(body): Json<DeploymentReport>,
 ) -> Answer<StatusCode> {
-    let job = state
-        .store()
-        .get_job(JobId(job_id))
-        .await
-        .map_err(|_| Failure::lease_lost())?;
-    if job.status != Status::Running || job.attempt != body.attempt {
-        return Err(Failure::lease_lost());
+    let job = held_job(&state, &caller, job_id, body.attempt).await?;
+    let pipeline_jobs = state.store().list_pipeline_jobs(job.run_id).await?;
+    if !pipeline_jobs.iter().any(|known| known.name == body.job) {
+        return Err(Failure::invalid(format!(
+            "the run has no pipeline job `{}`; a deployment is reported by the job that made it",
+            body.job
+        )));
     }
     if body.deployments.len() > MAX_DEPLOYMENTS_PER_REPORT {
         return Err(Failure::invalid(format!(
@@ -285,15 +315,11 @@ pub async fn deployments(
 /// `POST /api/v1/agent/jobs/{job}/complete`.
 pub async fn complete(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Path(job_id): Path<i64>,
     Json(body): Json<Completion>,
 ) -> Answer<StatusCode> {
-    let job = state
-        .store()
-        .get_job(JobId(job_id))
-        .await
-        .map_err(|_| Failure::lease_lost())?;
+    let job = leased_with_token(&state, &caller, job_id).await?;
     // A resent completion (the first answer was lost) is acknowledged again.
     if job.attempt == body.attempt
         && job.status.is_terminal()

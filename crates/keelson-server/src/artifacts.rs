@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use keelson_api::{ArtifactInfo, ArtifactUpload, Role};
-use keelson_store::{Artifact, ArtifactId, BlobError, JobId, NewArtifact, Status};
+use keelson_store::{Artifact, ArtifactId, BlobError, JobId, NewArtifact};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api::run_for;
@@ -93,19 +93,6 @@ fn check_upload(upload: &ArtifactUpload) -> Answer<()> {
     Ok(())
 }
 
-/// `409 lease_lost` unless the job is running at exactly `attempt`.
-async fn ensure_holds(state: &AppState, job_id: i64, attempt: i64) -> Answer<()> {
-    let job = state
-        .store()
-        .get_job(JobId(job_id))
-        .await
-        .map_err(|_| Failure::lease_lost())?;
-    if job.status != Status::Running || job.attempt != attempt {
-        return Err(Failure::lease_lost());
-    }
-    Ok(())
-}
-
 /// The declared body length, if any; a malformed header is refused.
 fn content_length(headers: &HeaderMap) -> Answer<Option<u64>> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
@@ -161,7 +148,7 @@ async fn receive(body: Body, path: &FilePath) -> Answer<u64> {
 /// identical resend).
 pub async fn upload(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Path(job_id): Path<i64>,
     query: Result<Query<ArtifactUpload>, QueryRejection>,
     headers: HeaderMap,
@@ -175,7 +162,7 @@ pub async fn upload(
         ))
     })?;
     check_upload(&upload)?;
-    ensure_holds(&state, job_id, upload.attempt).await?;
+    crate::agent_api::held_job(&state, &caller, job_id, upload.attempt).await?;
     if content_length(&headers)?.is_some_and(|length| length > MAX_ARTIFACT_BYTES) {
         return Err(too_large());
     }
@@ -198,7 +185,7 @@ pub async fn upload(
     }
     drop(staged);
     // The attempt may have lost its lease while the body arrived.
-    ensure_holds(&state, job_id, upload.attempt).await?;
+    crate::agent_api::held_job(&state, &caller, job_id, upload.attempt).await?;
     let artifact = state
         .store()
         .record_artifact(

@@ -46,7 +46,7 @@ async fn deploy_reports_are_stored_once_from_the_lease_holder_and_listed_per_pro
     let agent = Some(agent_token.as_str());
     let report_path = format!("/api/v1/agent/jobs/{job}/deployments");
     let report = |attempt: i64, deployments: Vec<Value>| {
-        Some(json!({"attempt": attempt, "job": "deploy-staging", "deployments": deployments}))
+        Some(json!({"attempt": attempt, "job": "ship", "deployments": deployments}))
     };
     let list = |query: &str| format!("/api/v1/projects/shop/deployments{query}");
 
@@ -86,6 +86,24 @@ async fn deploy_reports_are_stored_once_from_the_lease_holder_and_listed_per_pro
     assert_eq!(
         (status, answer["code"].as_str()),
         (400, Some("invalid_request")),
+        "{answer}"
+    );
+    // A report names a pipeline job of the run.
+    let (status, answer) = api
+        .call(
+            "POST",
+            &report_path,
+            agent,
+            Some(json!({"attempt": attempt, "job": "deploy-staging",
+                        "deployments": [record("staging", 1, "succeeded", 1_000)]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no pipeline job `deploy-staging`"),
         "{answer}"
     );
     let mut unknown_state = record("staging", 1, "succeeded", 1_000);
@@ -139,7 +157,7 @@ async fn deploy_reports_are_stored_once_from_the_lease_holder_and_listed_per_pro
         "0123456789abcdef0123456789abcdef01234567"
     );
     assert_eq!(rows[1]["project"], "shop");
-    assert_eq!(rows[1]["job"], "deploy-staging");
+    assert_eq!(rows[1]["job"], "ship");
     assert_eq!(rows[1]["run_number"], 1);
     assert_eq!(rows[1]["attempt"], attempt);
     let (_, staging) = api

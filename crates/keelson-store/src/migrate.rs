@@ -294,6 +294,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
              ON deployments (project_id, environment, started_at, id)",
         ],
     },
+    Migration {
+        version: 6,
+        name: "leases bound to the agent registration token that took them",
+        // NULL for leases taken before this version (and by callers without a token).
+        statements: &["ALTER TABLE jobs ADD COLUMN leased_token BIGINT"],
+    },
 ];
 
 /// The schema version this binary brings a database to.

@@ -58,7 +58,7 @@ macro_rules! lease_candidates {
         concat!(
             "UPDATE jobs
         SET status = 'running', leased_by = $1, lease_expires = $2, attempt = attempt + 1,
-            started_at = COALESCE(started_at, $3)
+            started_at = COALESCE(started_at, $3), leased_token = $5
         WHERE status = 'queued' AND id = (
             SELECT j.id FROM jobs j
             WHERE j.status = 'queued'
@@ -1152,6 +1152,20 @@ impl Store {
         now: UnixMillis,
         ttl: Duration,
     ) -> Result<Option<Job>, StoreError> {
+        self.lease_job_with_token(agent_id, agent_labels, None, now, ttl)
+            .await
+    }
+
+    /// [`Store::lease_job`], recording `token` (the agent registration token the agent called
+    /// with) on the lease in the same statement; [`Store::job_lease_token`] reads it back.
+    pub async fn lease_job_with_token(
+        &self,
+        agent_id: &str,
+        agent_labels: &[String],
+        token: Option<i64>,
+        now: UnixMillis,
+        ttl: Duration,
+    ) -> Result<Option<Job>, StoreError> {
         non_empty(agent_id, "agent id")?;
         let expires = now.saturating_add(millis(ttl, "lease ttl")?);
         let labels = labels_json(agent_labels)?;
@@ -1162,6 +1176,7 @@ impl Store {
                 .bind(expires)
                 .bind(now)
                 .bind(&labels)
+                .bind(token)
                 .fetch_optional(&mut *transaction)
                 .await?;
             if let Some((_, run_id)) = leased {
@@ -1180,6 +1195,21 @@ impl Store {
         match leased {
             Some((job_id, _)) => Ok(Some(self.get_job(JobId(job_id)).await?)),
             None => Ok(None),
+        }
+    }
+
+    /// The registration token recorded with the job's latest lease (it stays after the job
+    /// ends); `None` when the lease was taken without one, or the job was never leased.
+    pub async fn job_lease_token(&self, job_id: JobId) -> Result<Option<i64>, StoreError> {
+        let token: Option<Option<i64>> = on_backend!(self, pool => sqlx::query_scalar(
+            "SELECT leased_token FROM jobs WHERE id = $1",
+        )
+        .bind(job_id.0)
+        .fetch_optional(pool)
+        .await)?;
+        match token {
+            Some(token) => Ok(token),
+            None => Err(StoreError::not_found("job", job_id)),
         }
     }
 

@@ -68,6 +68,7 @@ contract!(
     two_agents_racing_for_one_job_only_one_wins,
     jobs_are_routed_by_labels_oldest_first,
     heartbeat_by_the_wrong_agent_or_after_expiry_is_rejected,
+    a_lease_records_the_token_that_took_it_until_the_next_lease,
     cancel_reaches_the_heartbeat_answer,
     reaper_requeues_then_fails_after_max_attempts,
     completion_by_a_lost_agent_does_not_overwrite_the_retry,
@@ -513,6 +514,45 @@ async fn heartbeat_by_the_wrong_agent_or_after_expiry_is_rejected(db: &TestDb) {
         .heartbeat(JobId(999_999), "agent-a", 1, T0, TTL)
         .await
         .unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound { entity: "job", .. }),
+        "{error:?}"
+    );
+}
+
+async fn a_lease_records_the_token_that_took_it_until_the_next_lease(db: &TestDb) {
+    let (store, ids) = store_with_jobs(db, vec![job("build", &[], 2), job("test", &[], 1)]).await;
+    assert_eq!(store.job_lease_token(ids[0]).await.unwrap(), None);
+    let first = store
+        .lease_job_with_token("agent-a", &[], Some(7), T0, TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, ids[0]);
+    assert_eq!(store.job_lease_token(ids[0]).await.unwrap(), Some(7));
+    // A lease taken without a token records none.
+    let second = store
+        .lease_job("agent-b", &[], T0, TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.id, ids[1]);
+    assert_eq!(store.job_lease_token(ids[1]).await.unwrap(), None);
+    // Reaped and requeued, the job keeps the old token until another lease replaces it.
+    store
+        .reap_expired(T0 + TTL.as_millis() as i64)
+        .await
+        .unwrap();
+    assert_eq!(store.get_job(ids[0]).await.unwrap().status, Status::Queued);
+    assert_eq!(store.job_lease_token(ids[0]).await.unwrap(), Some(7));
+    let again = store
+        .lease_job_with_token("agent-c", &[], Some(9), T0 + 40_000, TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id, again.attempt), (ids[0], 2));
+    assert_eq!(store.job_lease_token(ids[0]).await.unwrap(), Some(9));
+    let error = store.job_lease_token(JobId(999_999)).await.unwrap_err();
     assert!(
         matches!(error, StoreError::NotFound { entity: "job", .. }),
         "{error:?}"
