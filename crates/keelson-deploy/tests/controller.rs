@@ -498,14 +498,17 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new() -> Harness {
+    /// A harness whose controller's configuration `tweak` changed.
+    async fn new_with(tweak: impl FnOnce(&mut ControllerConfig)) -> Harness {
         let binary = hello_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let project = dir.path().join("project");
         std::fs::create_dir_all(project.join("bin")).unwrap();
         std::fs::copy(binary, project.join("bin/hello-service")).expect("copying hello-service");
         std::fs::write(project.join("release.txt"), "release 1\n").unwrap();
-        let controller = Controller::open(Harness::controller_config(dir.path()))
+        let mut config = Harness::controller_config(dir.path());
+        tweak(&mut config);
+        let controller = Controller::open(config)
             .await
             .expect("opening the controller");
         Harness {
@@ -636,7 +639,16 @@ where
     F: FnOnce(Arc<Harness>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let harness = Arc::new(Harness::new().await);
+    with_harness_config(|_| {}, test).await;
+}
+
+/// [`with_harness`] with the controller's configuration changed by `tweak`.
+async fn with_harness_config<F, Fut>(tweak: impl FnOnce(&mut ControllerConfig), test: F)
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let harness = Arc::new(Harness::new_with(tweak).await);
     let result = AssertUnwindSafe(test(harness.clone())).catch_unwind().await;
     harness.controller.stop_all().await;
     // Whatever still runs from this test's releases was leaked (say, by a failed assertion
@@ -1933,6 +1945,119 @@ async fn stop_recorded_stops_listed_replicas_without_restarting_any() {
         let leftovers = kill_leftovers(h.dir.path());
         assert!(leftovers.is_empty(), "something was started: {leftovers:?}");
     })
+    .await;
+}
+
+/// Old releases are pruned after each finished deployment: the newest `keep-releases` revisions
+/// and the one still running stay; older revisions lose their release and sealed secrets, and
+/// the store loses what nothing refers to any more (installed release, manifest, file blobs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_releases_are_pruned_but_the_running_one_and_the_newest_stay() {
+    with_harness_config(
+        |config| {
+            config.keep_releases = 2;
+            config.prune_grace = Duration::ZERO;
+        },
+        |h| async move {
+            let slot = h.dir.path().join("state/slots/test").join(SERVICE);
+            let store = h.dir.path().join("state/store");
+            let revision_files = || -> Vec<String> {
+                let mut names: Vec<String> = std::fs::read_dir(slot.join("releases"))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names
+            };
+            let count = |dir: &str| std::fs::read_dir(store.join(dir)).unwrap().count();
+            let installed = |digest: &str| {
+                store
+                    .join("releases")
+                    .join(digest.trim_start_matches("sha256:"))
+                    .exists()
+            };
+            let mut digests = Vec::new();
+            for n in 1..=3 {
+                h.mark_release(&format!("release {n}"));
+                let mut service = hello_service(1, &[]);
+                service.secrets = vec![SecretEnv {
+                    env: "TOKEN".into(),
+                    secret: "api-token".into(),
+                }];
+                let mut request = h.request(service, None);
+                request.secrets = token_values(&format!("token-{n}"));
+                digests.push(h.deploy_ok(request).await.digest);
+            }
+            // r1 is gone with its sealed secrets; r2 and r3 stay.
+            assert_eq!(
+                revision_files(),
+                vec!["r2.json", "r2.secrets", "r3.json", "r3.secrets"]
+            );
+            assert!(!installed(&digests[0]), "r1's release was swept");
+            assert!(installed(&digests[1]) && installed(&digests[2]));
+            assert_eq!(count("manifests"), 2);
+            // Blobs: the shared binary, and release.txt of r2 and r3.
+            assert_eq!(count("artifacts/blobs"), 3);
+            let unknown = h
+                .controller
+                .rollback("test", SERVICE, Some(1), "tester")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(unknown, DeployError::UnknownRevision { revision: 1, .. }),
+                "{unknown}"
+            );
+
+            // Two failed releases later the running r3 is the oldest revision: it stays, and
+            // keeps serving.
+            for n in 4..=5 {
+                h.mark_release(&format!("release {n}"));
+                let mut never_ready = hello_service(1, &[]);
+                never_ready.progress_deadline = Some(Duration::from_secs(1));
+                if let Some(check) = &mut never_ready.readiness {
+                    check.probe = Probe::Http {
+                        path: "/no-such-page".into(),
+                    };
+                }
+                let started = h
+                    .controller
+                    .deploy(h.request(never_ready, None))
+                    .await
+                    .expect("deploy");
+                let done = h.wait("test", started.revision).await;
+                assert_eq!(done.outcome, Some(Outcome::RolledBack), "{done:#?}");
+            }
+            let names = revision_files();
+            assert!(
+                names.contains(&"r3.json".to_string())
+                    && names.contains(&"r4.json".to_string())
+                    && names.contains(&"r5.json".to_string())
+                    && !names.contains(&"r2.json".to_string()),
+                "{names:?}"
+            );
+            assert!(
+                installed(&digests[2]),
+                "the running release stays installed"
+            );
+            assert_only(&h.listen, "r3", 10).await;
+
+            // Rolling back to r3 deploys its files again, as r6.
+            let started = h
+                .controller
+                .rollback("test", SERVICE, Some(3), "tester")
+                .await
+                .expect("rollback to r3");
+            let done = h.wait("test", started.revision).await;
+            assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+            assert_eq!(done.digest, digests[2]);
+            assert_only(&h.listen, "r6", 10).await;
+            let names = revision_files();
+            assert!(
+                names.contains(&"r6.json".to_string()) && !names.contains(&"r4.json".to_string()),
+                "{names:?}"
+            );
+        },
+    )
     .await;
 }
 

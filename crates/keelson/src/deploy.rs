@@ -67,6 +67,10 @@ pub struct DaemonArgs {
     /// Fail a rollout whose replicas are not ready within this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub ready_deadline: u64,
+    /// Revisions of each service and environment whose release is kept for `rollback --to`
+    /// (those still running are kept too); older ones are pruned after each deployment.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub keep_releases: u64,
 }
 
 #[derive(Debug, Args)]
@@ -172,14 +176,18 @@ fn who() -> String {
 /// Runs a `keelson deploy` command.
 pub fn deploy_command(command: DeployCommand, data_dir: &Path) -> anyhow::Result<u8> {
     match command {
-        DeployCommand::Daemon(args) => daemon(data_dir, Duration::from_secs(args.ready_deadline)),
+        DeployCommand::Daemon(args) => daemon(
+            data_dir,
+            Duration::from_secs(args.ready_deadline),
+            args.keep_releases as usize,
+        ),
         DeployCommand::Proxy(args) => proxy(args),
         DeployCommand::Down => down(data_dir),
         other => crate::serve::runtime()?.block_on(client_command(other, data_dir)),
     }
 }
 
-fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
+fn daemon(data_dir: &Path, ready_deadline: Duration, keep_releases: usize) -> anyhow::Result<u8> {
     crate::serve::init_tracing_for_daemon();
     let exe = std::env::current_exe().context("locating the keelson executable")?;
     crate::serve::runtime()?.block_on(async move {
@@ -191,6 +199,7 @@ fn daemon(data_dir: &Path, ready_deadline: Duration) -> anyhow::Result<u8> {
             },
         );
         config.ready_deadline = ready_deadline;
+        config.keep_releases = keep_releases;
         let controller = Controller::open(config)
             .await
             .context("starting the deploy controller")?;

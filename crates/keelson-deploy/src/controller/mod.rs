@@ -18,6 +18,7 @@
 //!   is made or started.
 
 pub mod control;
+pub mod prune;
 pub mod release;
 pub mod rollout;
 pub mod secrets;
@@ -85,6 +86,11 @@ pub struct ControllerConfig {
     /// A replica set not ready within this long fails its rollout (default 120 s).
     pub ready_deadline: Duration,
     pub secrets: Arc<dyn Secrets>,
+    /// Revisions of each slot whose release is kept for rollback (beyond those still running);
+    /// older ones are pruned after each finished deployment (default [`prune::DEFAULT_KEEP`]).
+    pub keep_releases: usize,
+    /// Store files younger than this are never pruned (default [`prune::GRACE`]).
+    pub prune_grace: Duration,
 }
 
 impl ControllerConfig {
@@ -94,6 +100,8 @@ impl ControllerConfig {
             proxy,
             ready_deadline: Duration::from_secs(120),
             secrets: Arc::new(EnvSecrets),
+            keep_releases: prune::DEFAULT_KEEP,
+            prune_grace: prune::GRACE,
         }
     }
 }
@@ -540,6 +548,7 @@ impl Controller {
         if let Err(e) = slot.files.append_history(&deployment) {
             tracing::error!(error = %e, "cannot append to deployment history");
         }
+        self.pruner().run().await;
         runtime.finished.send_replace(revision);
     }
 
@@ -556,6 +565,15 @@ impl Controller {
             {
                 tracing::error!(error = %e, "cannot adopt or restart a replica");
             }
+        }
+    }
+
+    fn pruner(&self) -> prune::Pruner {
+        prune::Pruner {
+            slots_root: slots_root(&self.inner.config.state_dir),
+            releases: self.inner.releases.clone(),
+            keep: self.inner.config.keep_releases,
+            grace: self.inner.config.prune_grace,
         }
     }
 
@@ -1086,6 +1104,7 @@ impl Controller {
         start_step: usize,
     ) {
         let settings = self.settings();
+        let pruner = self.pruner();
         let task_runtime = runtime.clone();
         let task = tokio::spawn(async move {
             let runtime = task_runtime;
@@ -1146,6 +1165,7 @@ impl Controller {
                 if let Err(e) = slot.files.append_history(&deployment) {
                     tracing::error!(error = %e, "cannot append to deployment history");
                 }
+                pruner.run().await;
                 runtime.finished.send_replace(deployment.revision);
             }
             *runtime.controls.lock().unwrap() = None;
@@ -1445,6 +1465,7 @@ impl Controller {
             });
             if let Some(d) = cancelled {
                 runtime.slot.files.append_history(&d)?;
+                self.pruner().run().await;
                 runtime.finished.send_replace(d.revision);
                 return Ok(());
             }

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use keelson_engine::artifacts::{ArtifactManifest, ArtifactStore};
 use sha2::{Digest, Sha256};
@@ -34,6 +35,8 @@ pub enum ReleaseError {
 pub struct Releases {
     root: PathBuf,
     store: ArtifactStore,
+    /// Held while a release is added or installed, and while [`super::prune`] sweeps.
+    lock: Arc<Mutex<()>>,
 }
 
 impl Releases {
@@ -41,12 +44,24 @@ impl Releases {
         Releases {
             root: root.to_path_buf(),
             store: ArtifactStore::new(root),
+            lock: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The lock adding, installing and pruning share.
+    pub fn lock(&self) -> &Mutex<()> {
+        &self.lock
     }
 
     /// Copies the files of `dir` matching `patterns` into the store and installs them; returns
     /// the digest and the release directory.
     pub fn add(&self, dir: &Path, patterns: &[String]) -> Result<(String, PathBuf), ReleaseError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         ensure_private_dir(&self.root)?;
         let collected = self
             .store
@@ -67,12 +82,22 @@ impl Releases {
             let bytes = serde_json::to_vec(&collected.manifest).expect("manifest serialises");
             write_atomic(&manifest_path, &bytes)?;
         }
-        let release_dir = self.install(&digest)?;
+        let release_dir = self.install_locked(&digest)?;
         Ok((digest, release_dir))
     }
 
     /// The installed directory of a known release (installing it again if it was removed).
     pub fn install(&self, digest: &str) -> Result<PathBuf, ReleaseError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.install_locked(digest)
+    }
+
+    fn install_locked(&self, digest: &str) -> Result<PathBuf, ReleaseError> {
+        // In use from now on: a prune's grace period starts again.
+        let _ = fs::File::options()
+            .append(true)
+            .open(self.manifest_path(digest))
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
         let hex = digest_hex(digest).ok_or_else(|| ReleaseError::Unknown {
             digest: digest.to_string(),
         })?;
