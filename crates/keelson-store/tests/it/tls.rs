@@ -134,14 +134,19 @@ async fn verify_full_checks_the_host_name() {
         eprintln!("skipping `{test_name}`: `{certificate_file}` does not name localhost");
         return;
     }
+    // The store's schema goes into a database of this test's own, never the admin database.
+    let db = TestDb::postgres(test_name)
+        .await
+        .expect("server configured");
+    let location = db.location();
     let root = format!("sslmode=verify-full&sslrootcert={certificate_file}");
-    let by_name = with_parameter(&admin_url.replace("@127.0.0.1", "@localhost"), &root);
+    let by_name = with_parameter(&location.replace("@127.0.0.1", "@localhost"), &root);
     let store = Store::open(&by_name)
         .await
         .expect("verify-full succeeds for the host the certificate names");
     store.close().await;
 
-    let by_address = with_parameter(&admin_url, &root);
+    let by_address = with_parameter(&location, &root);
     let error = Store::open(&by_address).await.unwrap_err();
     assert!(matches!(error, StoreError::Connect { .. }), "{error:?}");
     assert_password_hidden(&admin_url, &error.to_string());
