@@ -35,7 +35,7 @@ const MAX_NAME: usize = 128;
 /// `POST /api/v1/agent/register`.
 pub async fn register(
     State(state): State<AppState>,
-    _agent: AgentCaller,
+    caller: AgentCaller,
     Json(body): Json<RegisterAgent>,
 ) -> Answer<Json<AgentRegistered>> {
     check_name_up_to(&body.name, "the agent name", MAX_NAME)?;
@@ -45,10 +45,27 @@ pub async fn register(
     let mut labels = body.labels.clone();
     labels.sort();
     labels.dedup();
-    let agent = state
+    let agent = match state
         .store()
-        .upsert_agent(&body.name, &labels, &body.version, state.now())
-        .await?;
+        .register_agent(
+            &body.name,
+            &labels,
+            &body.version,
+            caller.token_id,
+            state.now(),
+        )
+        .await
+    {
+        Ok(agent) => agent,
+        Err(keelson_store::StoreError::Conflict { .. }) => {
+            return Err(Failure::conflict(format!(
+                "agent `{}` is registered with another agent token; choose another name, or \
+                 revoke that token first",
+                body.name
+            )));
+        }
+        Err(other) => return Err(other.into()),
+    };
     tracing::info!(agent = %agent.name, labels = ?agent.labels, "agent registered");
     Ok(Json(AgentRegistered {
         agent_id: agent.id.0,
@@ -69,6 +86,23 @@ pub async fn lease(
             body.agent
         )));
     };
+    match agent.token_id {
+        Some(token) if token == caller.token_id => {}
+        // Registered before names were bound to tokens: the agent registers again (on
+        // `not_found`), which binds the name.
+        None => {
+            return Err(Failure::not_found(format!(
+                "agent `{}` must register again",
+                body.agent
+            )));
+        }
+        Some(_) => {
+            return Err(Failure::conflict(format!(
+                "agent `{}` is registered with another agent token",
+                body.agent
+            )));
+        }
+    }
     let wait = Duration::from_millis(body.wait_ms).min(state.tuning().max_lease_wait);
     let deadline = tokio::time::Instant::now() + wait;
     loop {

@@ -1,7 +1,8 @@
-//! A lease belongs to the agent registration token it was taken with: through the real router
-//! on SQLite, another valid agent token — even one registered under the same agent name — gets
-//! `409 lease_lost` on every job route of that lease and changes nothing, while the holder's
-//! calls go through.
+//! Agents and leases belong to registration tokens, through the real router on SQLite: an agent
+//! name is bound to the token that registered it (another token can neither register it nor
+//! lease as it, until that token is revoked), and a lease to the token it was taken with
+//! (another valid agent token gets `409 lease_lost` on every job route of that lease and changes
+//! nothing, while the holder's calls go through).
 
 mod support;
 
@@ -27,7 +28,7 @@ fn deployment() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_token_that_took_a_lease_may_act_on_it() {
+async fn agent_names_and_leases_belong_to_the_token_that_took_them() {
     let server = Server::start(ADMIN, PIPELINE).await;
     server.project("shop").await;
     let api = &server.api;
@@ -35,9 +36,35 @@ async fn only_the_token_that_took_a_lease_may_act_on_it() {
         .ok("POST", "/api/v1/projects/shop/runs", Some(ADMIN), json!({}))
         .await;
     let run_id = run["id"].as_i64().unwrap();
-    let holder = server.agent("runner").await;
-    // The other token registers the very same agent name: names are not credentials.
-    let other = server.agent("runner").await;
+    let (holder, holder_id) = server.agent_with_id("runner").await;
+    let other = server.agent("intruder").await;
+    // The other token can neither register nor lease as `runner`.
+    let (status, answer) = api
+        .call(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&other),
+            Some(json!({"name": "runner", "labels": ["prod"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("conflict")),
+        "{answer}"
+    );
+    let (status, answer) = api
+        .call(
+            "POST",
+            "/api/v1/agent/lease",
+            Some(&other),
+            Some(json!({"agent": "runner", "wait_ms": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("conflict")),
+        "{answer}"
+    );
     let (job, attempt) = server.lease(&holder, "runner").await;
     let content = b"built\n";
     let digest = sha256_hex(content);
@@ -171,5 +198,25 @@ async fn only_the_token_that_took_a_lease_may_act_on_it() {
         .call("POST", path, Some(&other), Some(body.clone()))
         .await;
     assert_eq!((status, answer["code"].as_str()), (409, Some("lease_lost")));
+
+    // Once the holder's token is revoked, the name may move to another token.
+    let (status, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/agent-tokens/{holder_id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!((200..300).contains(&status), "revoke: {status}");
+    let registered = api
+        .ok(
+            "POST",
+            "/api/v1/agent/register",
+            Some(&other),
+            json!({"name": "runner", "labels": []}),
+        )
+        .await;
+    assert!(registered["agent_id"].as_i64().is_some(), "{registered}");
     server.running.stop().await.unwrap();
 }

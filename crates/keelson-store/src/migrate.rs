@@ -300,6 +300,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         // NULL for leases taken before this version (and by callers without a token).
         statements: &["ALTER TABLE jobs ADD COLUMN leased_token BIGINT"],
     },
+    Migration {
+        version: 7,
+        name: "agents bound to the registration token they registered with",
+        // NULL for agents registered before this version: their next registration binds them.
+        statements: &["ALTER TABLE agents ADD COLUMN token_id BIGINT"],
+    },
 ];
 
 /// The schema version this binary brings a database to.

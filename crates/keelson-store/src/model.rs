@@ -449,6 +449,9 @@ pub struct Agent {
     pub registered_at: UnixMillis,
     /// When it was last heard from.
     pub last_seen: UnixMillis,
+    /// The registration token the name is bound to (`None`: registered before names were
+    /// bound, or through [`crate::Store::upsert_agent`]).
+    pub token_id: Option<i64>,
 }
 
 /// A trigger that starts runs of a project (push webhook, cron schedule, …).

@@ -126,6 +126,11 @@ impl Server {
 
     /// An agent token named `name`, registered as agent `name` without labels.
     pub async fn agent(&self, name: &str) -> String {
+        self.agent_with_id(name).await.0
+    }
+
+    /// [`Server::agent`], and the token's id.
+    pub async fn agent_with_id(&self, name: &str) -> (String, i64) {
         let created = self
             .api
             .ok(
@@ -144,7 +149,7 @@ impl Server {
                 json!({"name": name, "labels": []}),
             )
             .await;
-        token
+        (token, created["id"].as_i64().unwrap())
     }
 
     /// Leases the next job for agent `name`: its id and attempt.

@@ -93,6 +93,7 @@ contract!(
     agent_tokens_can_be_revoked,
     sessions_expire_and_can_be_deleted,
     agents_register_once_and_update_in_place,
+    agent_names_stay_bound_to_their_token_until_it_is_revoked,
     triggers_belong_to_a_project,
     artifacts_are_recorded_once_per_key_and_listed_per_run,
     artifact_input_is_checked_before_writing,
@@ -2242,6 +2243,57 @@ async fn sessions_expire_and_can_be_deleted(db: &TestDb) {
     assert_eq!(store.session_by_hash("session-1").await.unwrap(), None);
     assert!(store.delete_session("session-2").await.unwrap());
     assert!(!store.delete_session("session-2").await.unwrap());
+}
+
+async fn agent_names_stay_bound_to_their_token_until_it_is_revoked(db: &TestDb) {
+    let store = db.open().await;
+    let a = store.create_agent_token("a", "hash-a", T0).await.unwrap();
+    let b = store.create_agent_token("b", "hash-b", T0).await.unwrap();
+    // A name registered before names were bound (no token) is claimed by the next registration.
+    let legacy = store
+        .upsert_agent("runner", &labels(&["linux"]), "0.1.0", T0)
+        .await
+        .unwrap();
+    assert_eq!(legacy.token_id, None);
+    let claimed = store
+        .register_agent("runner", &labels(&["linux"]), "0.2.0", a.id.0, T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!((claimed.id, claimed.token_id), (legacy.id, Some(a.id.0)));
+    // The same token registers again at will; another one is refused and changes nothing.
+    store
+        .register_agent("runner", &labels(&["docker"]), "0.2.1", a.id.0, T0 + 2)
+        .await
+        .unwrap();
+    let error = store
+        .register_agent("runner", &labels(&["prod"]), "9.9.9", b.id.0, T0 + 3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict { entity: "agent", key } if key == "runner"),
+        "{error:?}"
+    );
+    let kept = store.agent_by_name("runner").await.unwrap().unwrap();
+    assert_eq!(kept.labels, ["docker"]);
+    assert_eq!(
+        (kept.version.as_str(), kept.token_id),
+        ("0.2.1", Some(a.id.0))
+    );
+    assert_eq!(store.list_agents().await.unwrap()[0].token_id, Some(a.id.0));
+    // Once `a` is revoked, `b` may take the name over.
+    assert!(store.revoke_agent_token(a.id).await.unwrap());
+    let moved = store
+        .register_agent("runner", &labels(&["prod"]), "1.0.0", b.id.0, T0 + 4)
+        .await
+        .unwrap();
+    assert_eq!((moved.id, moved.token_id), (legacy.id, Some(b.id.0)));
+    assert_eq!(moved.labels, ["prod"]);
+    // A new name binds to its first token.
+    let fresh = store
+        .register_agent("builder", &[], "1.0.0", b.id.0, T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(fresh.token_id, Some(b.id.0));
 }
 
 async fn agents_register_once_and_update_in_place(db: &TestDb) {

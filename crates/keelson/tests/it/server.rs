@@ -983,7 +983,7 @@ fn remote_deployments_lists_a_projects_deployments_as_a_table_and_as_json() {
         Some(&agent),
         Some(json!({
             "attempt": lease["attempt"],
-            "job": "deploy",
+            "job": "test",
             "deployments": [
                 record("staging", 1, "succeeded", Value::Null, 1_795_427_629_000),
                 record(
