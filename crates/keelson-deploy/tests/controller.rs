@@ -578,6 +578,18 @@ impl Harness {
     }
 
     /// Deploys and waits for the end; asserts the outcome.
+    /// Rolls `test` back to revision `to`, waits for the end and asserts it succeeded.
+    async fn rollback_ok(&self, to: u64) -> Deployment {
+        let started = self
+            .controller
+            .rollback("test", SERVICE, Some(to), "tester")
+            .await
+            .unwrap_or_else(|e| panic!("rollback --to {to}: {e}"));
+        let done = self.wait("test", started.revision).await;
+        assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+        done
+    }
+
     async fn deploy_ok(&self, request: DeployRequest) -> Deployment {
         let environment = request.environment.clone();
         let started = self.controller.deploy(request).await.expect("deploy");
@@ -1595,13 +1607,7 @@ async fn rollback_deploys_the_previous_release_again() {
         assert_only(&h.listen, "r3-first", 20).await;
 
         // Rolling back to an explicit revision works the same way.
-        let again = h
-            .controller
-            .rollback("test", SERVICE, Some(2), "tester")
-            .await
-            .expect("rollback --to 2");
-        let done = h.wait("test", again.revision).await;
-        assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+        let done = h.rollback_ok(2).await;
         assert_eq!(done.digest, second.digest);
         assert_only(&h.listen, "r4-second", 20).await;
     })
@@ -2042,13 +2048,7 @@ async fn old_releases_are_pruned_but_the_running_one_and_the_newest_stay() {
             assert_only(&h.listen, "r3", 10).await;
 
             // Rolling back to r3 deploys its files again, as r6.
-            let started = h
-                .controller
-                .rollback("test", SERVICE, Some(3), "tester")
-                .await
-                .expect("rollback to r3");
-            let done = h.wait("test", started.revision).await;
-            assert_eq!(done.outcome, Some(Outcome::Succeeded), "{:?}", done.reason);
+            let done = h.rollback_ok(3).await;
             assert_eq!(done.digest, digests[2]);
             assert_only(&h.listen, "r6", 10).await;
             let names = revision_files();

@@ -2,34 +2,18 @@
 //! repositories. Cron firing, the pipeline's `on:` filter applied to signed pushes, concurrency
 //! groups (waiting and cancel-in-progress), broken pipelines, re-runs and inputs.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use keelson_server::{RunningServer, ServerConfig, Tuning};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::git;
 
 const ADMIN: &str = "kt_flows-admin-bootstrap-token-00000000";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "T")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "T")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// A work repository with one commit of `pipeline`; returns (dir, commit).
 fn repo(base: &Path, name: &str, pipeline: &str) -> (PathBuf, String) {

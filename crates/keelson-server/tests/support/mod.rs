@@ -10,18 +10,23 @@ use std::time::Duration;
 use keelson_server::{RunningServer, ServerConfig, Tuning};
 use serde_json::{Value, json};
 
-/// Runs git in `dir` with a fixed identity; panics unless it succeeds.
-pub fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
+/// Runs git in `dir` with a fixed identity; its trimmed output. Panics unless it succeeds.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
         .args(args)
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "T")
         .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
         .env("GIT_COMMITTER_NAME", "T")
         .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .status()
+        .output()
         .expect("git");
-    assert!(status.success(), "git {args:?}");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// A JSON client of one server.
