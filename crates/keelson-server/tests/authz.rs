@@ -2,16 +2,14 @@
 //! token, token of another project) gets the documented answer. Runs a real server in-process on
 //! SQLite with a real git repository.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+mod support;
 
 use keelson_api::Role;
 use keelson_server::auth::{new_token, token_hash};
 use keelson_server::routes::{Access, ROUTES};
-use keelson_server::{ServerConfig, Tuning};
 use keelson_store::{NewApiToken, NewArtifact, RunId, UserId};
 use serde_json::{Value, json};
+use support::Server;
 
 const ADMIN: &str = "kt_authz-admin-bootstrap-token-000000000";
 
@@ -114,33 +112,6 @@ fn the_route_table_documents_the_expected_access() {
         .map(|(m, p, a)| (m.to_string(), p.to_string(), a.to_string()))
         .collect();
     assert_eq!(table, expected);
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "T")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "T")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .status()
-        .expect("git");
-    assert!(status.success(), "git {args:?}");
-}
-
-fn repository(base: &Path) -> String {
-    let work = base.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        work.join(".keelson.yml"),
-        "jobs:\n  one:\n    steps:\n      - run: echo one\n",
-    )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "one"]);
-    work.display().to_string()
 }
 
 struct World {
@@ -342,24 +313,12 @@ async fn concrete(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_every_role_and_every_bad_credential_gets_the_documented_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repository(dir.path());
-    let running = keelson_server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        database_url: None,
-        bootstrap_token: Some(ADMIN.into()),
-        tuning: Tuning {
-            max_lease_wait: Duration::from_millis(10),
-            ..Tuning::default()
-        },
-    })
-    .await
-    .expect("server starts");
+    let server = Server::start(ADMIN, "jobs:\n  one:\n    steps:\n      - run: echo one\n").await;
+    let repo = server.work.display().to_string();
     let world = World {
-        url: format!("http://{}", running.addr),
+        url: server.api.url.clone(),
         client: reqwest::Client::new(),
-        state: running.state.clone(),
+        state: server.running.state.clone(),
     };
     for name in ["alpha", "beta"] {
         world
@@ -554,7 +513,7 @@ async fn every_route_every_role_and_every_bad_credential_gets_the_documented_ans
     let (status, answer) = world.call("GET", "/api/v1/nope", Some(ADMIN), None).await;
     assert_eq!(status, 404);
     assert_eq!(answer["code"], "not_found");
-    running.stop().await.unwrap();
+    server.running.stop().await.unwrap();
 }
 
 #[test]

@@ -5,30 +5,15 @@
 //! environment filter, the API's 400 for a bad filter, and that callers without access are sent
 //! to the login page or answered 404.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+mod support;
 
-use keelson_server::{ServerConfig, Tuning};
 use serde_json::{Value, json};
+use support::Server;
 
 const ADMIN: &str = "kt_ui-deploys-admin-bootstrap-token-000";
 const VIEWER_PASSWORD: &str = "a long viewer password";
 const OUTSIDER_PASSWORD: &str = "a long outsider password";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "T")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "T")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .status()
-        .expect("git");
-    assert!(status.success(), "git {args:?}");
-}
 
 /// A reason a deploy job could report: markup, quotes, a line break, and far too long for a cell.
 fn hostile_reason() -> String {
@@ -226,29 +211,13 @@ fn expect(slots: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_are_shown_to_viewers_escaped_filtered_and_hidden_from_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        work.join(".keelson.yml"),
+    let server = Server::start(
+        ADMIN,
         "jobs:\n  deploy-staging:\n    steps:\n      - run: echo ship\n",
     )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "one"]);
-    let running = keelson_server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        database_url: None,
-        bootstrap_token: Some(ADMIN.into()),
-        tuning: Tuning {
-            max_lease_wait: Duration::from_millis(10),
-            ..Tuning::default()
-        },
-    })
-    .await
-    .expect("server starts");
+    .await;
+    let running = &server.running;
+    let work = &server.work;
     let http = Http {
         url: format!("http://{}", running.addr),
         client: reqwest::Client::builder()
@@ -534,5 +503,5 @@ async fn deployments_are_shown_to_viewers_escaped_filtered_and_hidden_from_other
     let (status, _, html) = http.page("/projects/nope/deployments", viewer).await;
     assert_eq!(status, 404, "{html}");
     assert!(html.contains("no project named"), "{html}");
-    running.stop().await.unwrap();
+    server.running.stop().await.unwrap();
 }
