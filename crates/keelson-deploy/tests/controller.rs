@@ -79,6 +79,19 @@ fn free_addr() -> String {
 
 /// The hello service: `replicas` copies answering `Hello from hello-service ${VERSION}!`, with
 /// `extra_env` over the defaults.
+/// One hello-service replica whose readiness check asks for a page it does not have, so it never
+/// gets ready: its rollout is rolled back at `progress_deadline`.
+fn never_ready_service(progress_deadline: Duration) -> ServiceSpec {
+    let mut service = hello_service(1, &[]);
+    service.progress_deadline = Some(progress_deadline);
+    if let Some(check) = &mut service.readiness {
+        check.probe = Probe::Http {
+            path: "/no-such-page".into(),
+        };
+    }
+    service
+}
+
 fn hello_service(replicas: u32, extra_env: &[(&str, &str)]) -> ServiceSpec {
     let mut env = IndexMap::new();
     env.insert("HELLO_ADDR".to_string(), "127.0.0.1:${PORT}".to_string());
@@ -821,13 +834,7 @@ async fn connection_cap_keeps_a_thread_per_connection_service_ready_under_load()
 async fn a_release_that_never_gets_ready_is_rolled_back_at_its_progress_deadline() {
     with_harness(|h| async move {
         h.deploy_ok(h.request(hello_service(1, &[]), None)).await;
-        let mut never_ready = hello_service(1, &[]);
-        never_ready.progress_deadline = Some(Duration::from_secs(2));
-        if let Some(check) = &mut never_ready.readiness {
-            check.probe = Probe::Http {
-                path: "/no-such-page".into(),
-            };
-        }
+        let never_ready = never_ready_service(Duration::from_secs(2));
         h.mark_release("release 2\n");
         let load = Load::start(&h.listen, 2);
         let started_at = Instant::now();
@@ -2018,13 +2025,7 @@ async fn old_releases_are_pruned_but_the_running_one_and_the_newest_stay() {
             // keeps serving.
             for n in 4..=5 {
                 h.mark_release(&format!("release {n}"));
-                let mut never_ready = hello_service(1, &[]);
-                never_ready.progress_deadline = Some(Duration::from_secs(1));
-                if let Some(check) = &mut never_ready.readiness {
-                    check.probe = Probe::Http {
-                        path: "/no-such-page".into(),
-                    };
-                }
+                let never_ready = never_ready_service(Duration::from_secs(1));
                 let started = h
                     .controller
                     .deploy(h.request(never_ready, None))
