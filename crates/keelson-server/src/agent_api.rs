@@ -158,18 +158,19 @@ pub async fn lease(
 }
 
 /// The job `job_id`, if `caller` may act on its lease: the job exists and its latest lease was
-/// taken with the caller's registration token. Otherwise `409 lease_lost` (which also hides
-/// whether another token's job exists).
+/// taken with the caller's registration token (or, for a lease taken before leases recorded
+/// their token, with any: an upgrade does not cut jobs in flight). Otherwise `409 lease_lost`
+/// (which also hides whether another token's job exists).
 async fn leased_with_token(state: &AppState, caller: &AgentCaller, job_id: i64) -> Answer<Job> {
     let job = state
         .store()
         .get_job(JobId(job_id))
         .await
         .map_err(|_| Failure::lease_lost())?;
-    if state.store().job_lease_token(job.id).await? != Some(caller.token_id) {
-        return Err(Failure::lease_lost());
+    match state.store().job_lease_token(job.id).await? {
+        Some(token) if token != caller.token_id => Err(Failure::lease_lost()),
+        _ => Ok(job),
     }
-    Ok(job)
 }
 
 /// The job `job_id` while `caller` holds its lease at `attempt`: running, at that attempt,

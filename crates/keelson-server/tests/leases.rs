@@ -199,6 +199,30 @@ async fn agent_names_and_leases_belong_to_the_token_that_took_them() {
         .await;
     assert_eq!((status, answer["code"].as_str()), (409, Some("lease_lost")));
 
+    // A lease taken before leases recorded their token (here: by the store directly, as an
+    // older server did) still reports back after the upgrade, with any agent token.
+    let legacy_run = api
+        .ok("POST", "/api/v1/projects/shop/runs", Some(ADMIN), json!({}))
+        .await;
+    let legacy = server
+        .running
+        .state
+        .store()
+        .lease_job("runner", &[], now_ms(), std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the new run's job");
+    assert_eq!(legacy.run_id.0, legacy_run["id"].as_i64().unwrap());
+    let (status, answer) = api
+        .call(
+            "POST",
+            &format!("/api/v1/agent/jobs/{}/heartbeat", legacy.id.0),
+            Some(&other),
+            Some(json!({"attempt": legacy.attempt})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
     // Once the holder's token is revoked, the name may move to another token.
     let (status, _) = api
         .call(
@@ -219,4 +243,11 @@ async fn agent_names_and_leases_belong_to_the_token_that_took_them() {
         .await;
     assert!(registered["agent_id"].as_i64().is_some(), "{registered}");
     server.running.stop().await.unwrap();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
