@@ -21,7 +21,7 @@ use keelson_api::{
     AgentLogLine, AgentRegistered, Completion, DeploymentReport, Heartbeat, HeartbeatReply,
     JobState, Lease, LeaseRequest, LogAck, LogBatch, LogLineInfo, Progress, RegisterAgent,
 };
-use keelson_store::{Job, JobId, LogLine, Status};
+use keelson_store::{JobId, JobLease, LogLine, Status};
 
 use crate::api::check_name_up_to;
 use crate::auth::AgentCaller;
@@ -161,15 +161,20 @@ pub async fn lease(
 /// taken with the caller's registration token (or, for a lease taken before leases recorded
 /// their token, with any: an upgrade does not cut jobs in flight). Otherwise `409 lease_lost`
 /// (which also hides whether another token's job exists).
-async fn leased_with_token(state: &AppState, caller: &AgentCaller, job_id: i64) -> Answer<Job> {
-    let job = state
+async fn leased_with_token(
+    state: &AppState,
+    caller: &AgentCaller,
+    job_id: i64,
+) -> Answer<JobLease> {
+    // One read: these checks run before every log batch.
+    let lease = state
         .store()
-        .get_job(JobId(job_id))
+        .job_lease(JobId(job_id))
         .await
         .map_err(|_| Failure::lease_lost())?;
-    match state.store().job_lease_token(job.id).await? {
+    match lease.token {
         Some(token) if token != caller.token_id => Err(Failure::lease_lost()),
-        _ => Ok(job),
+        _ => Ok(lease),
     }
 }
 
@@ -180,7 +185,7 @@ pub(crate) async fn held_job(
     caller: &AgentCaller,
     job_id: i64,
     attempt: i64,
-) -> Answer<Job> {
+) -> Answer<JobLease> {
     let job = leased_with_token(state, caller, job_id).await?;
     if job.status != Status::Running || job.attempt != attempt {
         return Err(Failure::lease_lost());
@@ -234,7 +239,7 @@ pub async fn logs(
     })?;
     drop(raw);
     // The store checks the attempt again in the append's own transaction.
-    held_job(&state, &caller, job_id, body.attempt).await?;
+    let lease = held_job(&state, &caller, job_id, body.attempt).await?;
     let bytes: usize = body.lines.iter().map(|line| line.text.len() + 1).sum();
     let count = body.lines.len();
     let lines: Vec<LogLine> = body
@@ -252,7 +257,6 @@ pub async fn logs(
         .await?;
     state.metrics().log_ingested(count as u64, bytes as u64);
     if !lines.is_empty() && state.has_listeners() {
-        let job = state.store().get_job(JobId(job_id)).await?;
         let infos: Vec<LogLineInfo> = lines
             .into_iter()
             .enumerate()
@@ -265,7 +269,7 @@ pub async fn logs(
             })
             .collect();
         state.publish(LiveEvent::Log {
-            run_id: job.run_id.0,
+            run_id: lease.run_id.0,
             lines: std::sync::Arc::new(infos),
         });
     }
@@ -326,7 +330,7 @@ pub async fn deployments(
     let records = body
         .deployments
         .iter()
-        .map(|record| new_deployment(job.id, body.attempt, &body.job, record))
+        .map(|record| new_deployment(job.job_id, body.attempt, &body.job, record))
         .collect::<Result<Vec<_>, _>>()?;
     for record in &records {
         keelson_store::check_deployment(record)?;

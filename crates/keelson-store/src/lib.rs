@@ -64,9 +64,9 @@ pub use migrate::latest_schema_version;
 pub use model::{
     Agent, AgentId, AgentToken, AgentTokenId, ApiToken, ApiTokenId, Artifact, ArtifactId,
     CancelOutcome, DEPLOYMENT_STATES, Deployment, DeploymentId, HeartbeatAnswer, Job, JobId,
-    LogLine, LogStream, MAX_ARTIFACT_PATH, NewApiToken, NewArtifact, NewDeployment, NewJob,
-    NewPipelineJob, NewRun, PROJECT_ROLES, PipelineJob, Project, ProjectId, ReapOutcome, Run,
-    RunId, Session, Status, StoredLogLine, Trigger, TriggerId, UnixMillis, User, UserId,
+    JobLease, LogLine, LogStream, MAX_ARTIFACT_PATH, NewApiToken, NewArtifact, NewDeployment,
+    NewJob, NewPipelineJob, NewRun, PROJECT_ROLES, PipelineJob, Project, ProjectId, ReapOutcome,
+    Run, RunId, Session, Status, StoredLogLine, Trigger, TriggerId, UnixMillis, User, UserId,
     check_artifact_path,
 };
 pub use store::{BackendKind, MAX_DEPLOYMENT_LIST, Store, check_deployment};

@@ -232,6 +232,21 @@ pub struct Run {
     pub finished_at: Option<UnixMillis>,
 }
 
+/// What the agent routes check of a job's lease, read in one query ([`crate::Store::job_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobLease {
+    pub job_id: JobId,
+    pub run_id: RunId,
+    pub status: Status,
+    /// The latest attempt (the one a lease holder names).
+    pub attempt: i64,
+    /// The agent holding the lease, while one does.
+    pub leased_by: Option<String>,
+    /// The registration token the latest lease was taken with (it stays after the job ends);
+    /// `None` when it was taken without one.
+    pub token: Option<i64>,
+}
+
 /// A job of a run, the unit an agent leases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {

@@ -22,7 +22,7 @@ use sqlx::{PgPool, SqlitePool, Transaction};
 use crate::error::{StoreError, conflict_or_database};
 use crate::migrate::{migrate_postgres, migrate_sqlite};
 use crate::model::{
-    CancelOutcome, HeartbeatAnswer, Job, JobId, NewRun, PipelineJob, Project, ProjectId,
+    CancelOutcome, HeartbeatAnswer, Job, JobId, JobLease, NewRun, PipelineJob, Project, ProjectId,
     ReapOutcome, Run, RunId, Status, UnixMillis,
 };
 
@@ -1201,16 +1201,25 @@ impl Store {
     /// The registration token recorded with the job's latest lease (it stays after the job
     /// ends); `None` when the lease was taken without one, or the job was never leased.
     pub async fn job_lease_token(&self, job_id: JobId) -> Result<Option<i64>, StoreError> {
-        let token: Option<Option<i64>> = on_backend!(self, pool => sqlx::query_scalar(
-            "SELECT leased_token FROM jobs WHERE id = $1",
-        )
-        .bind(job_id.0)
-        .fetch_optional(pool)
-        .await)?;
-        match token {
-            Some(token) => Ok(token),
-            None => Err(StoreError::not_found("job", job_id)),
-        }
+        Ok(self.job_lease(job_id).await?.token)
+    }
+
+    /// The job's lease state in one read: what the agent routes check before acting.
+    pub async fn job_lease(&self, job_id: JobId) -> Result<JobLease, StoreError> {
+        let sql = "SELECT run_id, status, attempt, leased_by, leased_token FROM jobs WHERE id = $1";
+        type LeaseRow = (i64, String, i64, Option<String>, Option<i64>);
+        let row: Option<LeaseRow> = on_backend!(self, pool =>
+            sqlx::query_as(sql).bind(job_id.0).fetch_optional(pool).await)?;
+        let (run_id, status, attempt, leased_by, token) =
+            row.ok_or_else(|| StoreError::not_found("job", job_id))?;
+        Ok(JobLease {
+            job_id,
+            run_id: RunId(run_id),
+            status: Status::parse(&status)?,
+            attempt,
+            leased_by,
+            token,
+        })
     }
 
     /// Extends `agent_id`'s lease on a job at `attempt` to `now + ttl` and tells it whether to
