@@ -114,7 +114,6 @@ async fn the_stream_ends_on_the_final_run_state_and_replays_a_finished_run() {
     server.project("shop").await;
     let agent = server.agent("runner").await;
     let admin = Some(ADMIN);
-    let agent_token = Some(agent.as_str());
     let mut last_run = 0;
     // Several rounds: the progress that cancels the pipeline jobs and the completion that ends
     // the run land back to back, and the stream must not end on the state between them.
@@ -131,22 +130,20 @@ async fn the_stream_ends_on_the_final_run_state_and_replays_a_finished_run() {
         assert_eq!(kind, "run", "the stream starts with the run: {first}");
         let now = now_ms();
         server
-            .api
-            .ok(
-                "POST",
-                &format!("/api/v1/agent/jobs/{job}/progress"),
-                agent_token,
+            .job_post(
+                &agent,
+                job,
+                "progress",
                 json!({"attempt": attempt, "updates": [
                     {"job": "build", "state": "running", "at": now}
                 ]}),
             )
             .await;
         server
-            .api
-            .ok(
-                "POST",
-                &format!("/api/v1/agent/jobs/{job}/logs"),
-                agent_token,
+            .job_post(
+                &agent,
+                job,
+                "logs",
                 json!({"attempt": attempt, "first_seq": 1, "lines": [
                     {"job": "build", "stream": "stdout", "text": format!("round {round}")},
                     {"job": "build", "stream": "stderr", "text": "second line"},
@@ -164,11 +161,10 @@ async fn the_stream_ends_on_the_final_run_state_and_replays_a_finished_run() {
             .await;
         // No read of the stream between these two.
         server
-            .api
-            .ok(
-                "POST",
-                &format!("/api/v1/agent/jobs/{job}/progress"),
-                agent_token,
+            .job_post(
+                &agent,
+                job,
+                "progress",
                 json!({"attempt": attempt, "updates": [
                     {"job": "build", "state": "cancelled", "reason": "cancelled", "at": now + 1},
                     {"job": "ship", "state": "cancelled", "reason": "cancelled", "at": now + 1},
@@ -176,11 +172,10 @@ async fn the_stream_ends_on_the_final_run_state_and_replays_a_finished_run() {
             )
             .await;
         server
-            .api
-            .ok(
-                "POST",
-                &format!("/api/v1/agent/jobs/{job}/complete"),
-                agent_token,
+            .job_post(
+                &agent,
+                job,
+                "complete",
                 json!({"attempt": attempt, "state": "cancelled", "last_seq": 2}),
             )
             .await;

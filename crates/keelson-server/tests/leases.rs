@@ -125,14 +125,7 @@ async fn agent_names_and_leases_belong_to_the_token_that_took_them() {
     assert_eq!(response.status(), 409, "upload with another token");
 
     // Nothing changed: the job runs, no line, no progress, no deployment, no artifact.
-    let job_info = api
-        .ok(
-            "GET",
-            &format!("/api/v1/runs/{run_id}"),
-            Some(ADMIN),
-            json!({}),
-        )
-        .await;
+    let job_info = server.run(run_id).await;
     assert_eq!(job_info["state"], "running", "{job_info}");
     assert_eq!(job_info["jobs"][0]["state"], "queued", "{job_info}");
     let (_, lines) = api
@@ -179,14 +172,7 @@ async fn agent_names_and_leases_belong_to_the_token_that_took_them() {
     }
     // The completion was "failed" with last_seq 0 while one line was stored: fine, the server
     // only refuses a completion whose lines are missing. The run ended.
-    let run = api
-        .ok(
-            "GET",
-            &format!("/api/v1/runs/{run_id}"),
-            Some(ADMIN),
-            json!({}),
-        )
-        .await;
+    let run = server.run(run_id).await;
     assert_eq!(run["state"], "failed", "{run}");
     // A resent completion is acknowledged for the holder only.
     let (_, path, body) = &calls[4];

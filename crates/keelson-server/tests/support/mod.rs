@@ -157,6 +157,30 @@ impl Server {
         (token, created["id"].as_i64().unwrap())
     }
 
+    /// The run `id` as the admin sees it.
+    pub async fn run(&self, id: i64) -> Value {
+        self.api
+            .ok(
+                "GET",
+                &format!("/api/v1/runs/{id}"),
+                Some(self.admin),
+                json!({}),
+            )
+            .await
+    }
+
+    /// `POST /api/v1/agent/jobs/{job}/{route}` with agent token `token`; asserts a 2xx answer.
+    pub async fn job_post(&self, token: &str, job: i64, route: &str, body: Value) -> Value {
+        self.api
+            .ok(
+                "POST",
+                &format!("/api/v1/agent/jobs/{job}/{route}"),
+                Some(token),
+                body,
+            )
+            .await
+    }
+
     /// Leases the next job for agent `name`: its id and attempt.
     pub async fn lease(&self, token: &str, name: &str) -> (i64, i64) {
         let (status, lease) = self
